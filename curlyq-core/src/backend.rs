@@ -1,0 +1,376 @@
+//! The [`QueueBackend`] trait: one method per atomic operation of the wire contract.
+//!
+//! Every method is one atomic step on the store (one Lua script call on Redis). Times are
+//! passed in by the caller as Unix seconds (`f64`, fractions allowed) and never read
+//! inside the store. Each method's `# Behavior` section is the contract that the testkit's
+//! conformance suite checks.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::BackendError;
+
+/// Most jobs one script call handles. Backends split larger batches into chunks of at
+/// most this many (Lua's `unpack` fails near 8,000 elements); consumer batch options are
+/// capped at it.
+pub const MAX_BATCH: usize = 1000;
+
+/// A validated queue name (not empty). Every key of the queue starts with it.
+///
+/// ```
+/// use curlyq_core::QueueName;
+/// assert!(QueueName::new("{emails}").is_ok());
+/// assert!(QueueName::new("").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Checks and wraps a queue name.
+    pub fn new(name: impl Into<String>) -> Result<Self, crate::ConfigError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(crate::ConfigError::EmptyQueueName);
+        }
+        Ok(QueueName(name))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A consumer's identity (a random UUIDv4). A consumer that finds it was reaped takes a
+/// fresh one.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(String);
+
+impl ConsumerId {
+    /// A fresh random ID.
+    pub fn random() -> Self {
+        ConsumerId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Wraps an existing ID (tests and tools).
+    pub fn from_string(id: impl Into<String>) -> Self {
+        ConsumerId(id.into())
+    }
+
+    /// The ID as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConsumerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for ConsumerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job ready to store: its ID and its encoding ([`Job::encode`](crate::Job::encode)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncodedJob {
+    /// The job's ID (never empty).
+    pub id: String,
+    /// The encoded job.
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for EncodedJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncodedJob")
+            .field("id", &self.id)
+            .field("len", &self.data.len())
+            .finish()
+    }
+}
+
+/// A job to schedule at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledJob {
+    /// The job.
+    pub job: EncodedJob,
+    /// When it becomes due, Unix seconds.
+    pub at: f64,
+}
+
+/// A job taken by a consumer: its ID and its stored bytes (`None` when the data field is
+/// missing; the consumer then kills it with a reason).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TakenJob {
+    /// The ID as found in the active list.
+    pub id: String,
+    /// The stored encoding, if any.
+    pub data: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for TakenJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TakenJob")
+            .field("id", &self.id)
+            .field("len", &self.data.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// A failed job to retry later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryJob {
+    /// The job's ID.
+    pub id: String,
+    /// The job encoded with its incremented attempt.
+    pub data: Vec<u8>,
+    /// When to run it again, Unix seconds.
+    pub at: f64,
+}
+
+/// A job to move to the dead set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KillJob {
+    /// The job's ID.
+    pub id: String,
+    /// New data to store (the job with its incremented attempt), or `None` to keep the
+    /// stored bytes as they are (undecodable or missing data).
+    pub data: Option<Vec<u8>>,
+    /// Why it died, kept beside the dead set for operators.
+    pub reason: String,
+}
+
+/// How a consumer registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// First registration of a (new) consumer ID: always adds it.
+    Join,
+    /// A heartbeat: refreshes the score only if the consumer is still registered.
+    Heartbeat,
+}
+
+/// What [`QueueBackend::enqueue_due`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DueReport {
+    /// How many jobs moved to the active list.
+    pub moved: usize,
+    /// The score of the earliest job still scheduled, if any.
+    pub next_due: Option<f64>,
+}
+
+/// The parameters of one orphan sweep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OrphanSweep {
+    /// Consumers whose last heartbeat is at or before this time are expired.
+    pub expired_before: f64,
+    /// Most jobs to move (or kill) in this sweep.
+    pub max_jobs: usize,
+    /// A job found orphaned this many times is killed instead of requeued (0 = never).
+    pub max_orphan_requeues: u32,
+    /// The current time (the kill time of crash-looping jobs).
+    pub now: f64,
+}
+
+/// What one orphan sweep did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OrphanReport {
+    /// Jobs moved back to the active list.
+    pub requeued: usize,
+    /// Jobs killed because they were orphaned too often (they crash their process).
+    pub killed: usize,
+    /// Expired consumers removed from the consumer set.
+    pub consumers_removed: usize,
+}
+
+/// The bounds of the dead set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeadTrim {
+    /// Dead jobs killed before this time are removed.
+    pub killed_before: f64,
+    /// At most this many dead jobs are kept (the oldest go first).
+    pub keep_at_most: usize,
+    /// Most jobs to remove in this call.
+    pub max_jobs: usize,
+}
+
+/// A dedicated handle for the poller's blocking wait (on Redis, its own connection, so
+/// that a blocking command never stalls other operations).
+#[async_trait]
+pub trait Waiter: Send + Sync {
+    /// Blocks until the queue's signal is set or `timeout` passes, without clearing the
+    /// signal. Returns whether the signal was seen.
+    ///
+    /// # Behavior
+    /// - Returns `true` at once when the signal is already set.
+    /// - May return `false` early (spuriously); the caller then tries a take anyway.
+    async fn wait(&mut self, timeout: Duration) -> Result<bool, BackendError>;
+}
+
+/// A store for queues: the eleven atomic operations of the wire contract (see
+/// `spec/wire.md`), plus dead-set trimming and unregistration.
+///
+/// Implement it to run curlyq on another store; prove the implementation with
+/// `curlyq-testkit`. Every method is atomic: it happens entirely or not at all. Batch
+/// methods may be carried out in several atomic steps of at most [`MAX_BATCH`] jobs
+/// each, in order.
+#[async_trait]
+pub trait QueueBackend: Send + Sync + 'static {
+    /// Pushes jobs to the tail of the active list, in order, and sets the signal.
+    ///
+    /// # Behavior
+    /// - For each job returns whether it was new. A job whose ID already exists (active,
+    ///   scheduled, in flight or dead) is left untouched and reported `false`.
+    /// - Two jobs with the same ID in one batch: the first wins.
+    async fn push(&self, queue: &QueueName, jobs: &[EncodedJob])
+        -> Result<Vec<bool>, BackendError>;
+
+    /// Stores jobs and adds them to the scheduled set at their times (no signal).
+    ///
+    /// # Behavior
+    /// - Same deduplication as [`push`](Self::push).
+    async fn schedule(
+        &self,
+        queue: &QueueName,
+        jobs: &[ScheduledJob],
+    ) -> Result<Vec<bool>, BackendError>;
+
+    /// Registers a consumer with its heartbeat time `now`.
+    ///
+    /// # Behavior
+    /// - [`Registration::Join`] always adds (or refreshes) the consumer; returns `true`.
+    /// - [`Registration::Heartbeat`] refreshes the score only if the consumer is still
+    ///   registered and returns `true`; if it was reaped, changes nothing and returns
+    ///   `false` (the consumer must rejoin under a new ID).
+    async fn register(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        now: f64,
+        mode: Registration,
+    ) -> Result<bool, BackendError>;
+
+    /// Moves up to `max` scheduled jobs with score <= `now` (lowest first, any score
+    /// including negative ones) to the tail of the active list; sets the signal if any
+    /// moved.
+    ///
+    /// # Behavior
+    /// - Removes exactly the members it moved.
+    /// - Reports the earliest score still scheduled.
+    async fn enqueue_due(
+        &self,
+        queue: &QueueName,
+        now: f64,
+        max: usize,
+    ) -> Result<DueReport, BackendError>;
+
+    /// Moves up to `max` IDs from the head of the active list into the consumer's
+    /// in-flight set and returns them with their stored bytes.
+    ///
+    /// # Behavior
+    /// - Fails with [`BackendError::NotRegistered`] (taking nothing) if the consumer is
+    ///   not registered.
+    /// - A taken ID whose data is missing is still taken, with `data: None`.
+    /// - If fewer than `max` were available, clears the signal.
+    async fn take(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+    ) -> Result<Vec<TakenJob>, BackendError>;
+
+    /// A new dedicated handle for blocking waits on the queue's signal.
+    async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError>;
+
+    /// Acknowledges finished jobs: for each ID in the consumer's in-flight set, removes it
+    /// there and deletes its data.
+    ///
+    /// # Behavior
+    /// - Returns, per ID, whether it was owned. A job not owned is left untouched.
+    async fn ack(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        ids: &[String],
+    ) -> Result<Vec<bool>, BackendError>;
+
+    /// Schedules failed jobs for another run: for each owned job, removes it from
+    /// in-flight, overwrites its data and adds it to the scheduled set at `at`.
+    ///
+    /// # Behavior
+    /// - Returns, per job, whether it was owned; a job not owned is left untouched.
+    async fn retry(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        jobs: &[RetryJob],
+    ) -> Result<Vec<bool>, BackendError>;
+
+    /// Moves failed jobs to the dead set: for each owned job, removes it from in-flight,
+    /// overwrites its data (when given), records the reason and adds it to the dead set
+    /// with score `now`.
+    ///
+    /// # Behavior
+    /// - Returns, per job, whether it was owned; a job not owned is left untouched.
+    async fn kill(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        jobs: &[KillJob],
+        now: f64,
+    ) -> Result<Vec<bool>, BackendError>;
+
+    /// Gives taken-but-unstarted jobs back: each ID still owned moves from in-flight to
+    /// the tail of the active list; sets the signal if any moved. Returns the count.
+    async fn give_back(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        ids: &[String],
+    ) -> Result<usize, BackendError>;
+
+    /// Recovers the jobs of expired consumers (last heartbeat <= `expired_before`), oldest
+    /// consumers first, up to `max_jobs` in total, moving them to the tail of the active
+    /// list; removes an expired consumer once its in-flight set is empty; sets the signal
+    /// if any moved.
+    ///
+    /// # Behavior
+    /// - Counts each requeue of a job; a job reaching `max_orphan_requeues` goes to the
+    ///   dead set with a reason instead (when that option is non-zero).
+    /// - Never touches a consumer whose heartbeat is after `expired_before`.
+    async fn requeue_orphans(
+        &self,
+        queue: &QueueName,
+        sweep: OrphanSweep,
+    ) -> Result<OrphanReport, BackendError>;
+
+    /// Removes dead jobs (their data, reason and counters too) killed before
+    /// `killed_before`, and the oldest beyond `keep_at_most`, at most `max_jobs` of them.
+    /// Returns how many were removed.
+    async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError>;
+
+    /// Removes a consumer from the consumer set if its in-flight set is empty (clean
+    /// shutdown). Returns whether it was removed.
+    async fn unregister(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+    ) -> Result<bool, BackendError>;
+}

@@ -1,0 +1,355 @@
+//! The job and its MessagePack encoding, wire compatible with Go CurlyQ.
+
+use std::fmt;
+
+use rmp::decode::{self, RmpRead};
+use rmp::Marker;
+
+use crate::error::DecodeError;
+
+/// A unit of work: an ID, opaque bytes for the handler, and the count of failed runs.
+///
+/// A job with an empty ID gets a fresh UUIDv4 when it is pushed. Give a job its ID
+/// yourself (or keep the one the producer returned) when you may push it again after a
+/// timeout: the second push then reports [`ProduceError::AlreadyExists`] instead of
+/// creating a second job.
+///
+/// ```
+/// use curlyq_core::Job;
+///
+/// let job = Job::new(b"send welcome mail to 42".to_vec()).with_id("welcome-42");
+/// assert_eq!(job.id, "welcome-42");
+/// assert_eq!(job.attempt, 0);
+/// ```
+///
+/// [`ProduceError::AlreadyExists`]: crate::ProduceError::AlreadyExists
+#[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Job {
+    /// The job's ID, unique in its queue while the job exists. Empty means "make one".
+    pub id: String,
+    /// The payload, opaque to curlyq.
+    pub data: Vec<u8>,
+    /// How many runs of this job have ended in failure so far (0 for a new job).
+    pub attempt: u32,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("data_len", &self.data.len())
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl Job {
+    /// A new job with the given payload, no ID yet (one is made at push) and attempt 0.
+    pub fn new(data: impl Into<Vec<u8>>) -> Self {
+        Job {
+            id: String::new(),
+            data: data.into(),
+            attempt: 0,
+        }
+    }
+
+    /// Sets the job's ID (used for deduplication).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Sets the count of failed runs (mostly useful in tests and tools).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Encodes the job as Go CurlyQ does: a MessagePack map with `ID` (str), `Data`
+    /// (bin) and `Attempt` (int64).
+    ///
+    /// ```
+    /// use curlyq_core::Job;
+    /// let bytes = Job::new(b"hi".to_vec()).with_id("abc").encode();
+    /// assert_eq!(Job::decode(&bytes).unwrap().id, "abc");
+    /// ```
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.id.len() + self.data.len() + 32);
+        // Writing into a Vec cannot fail, so the results are ignored deliberately.
+        let _ = rmp::encode::write_map_len(&mut out, 3);
+        let _ = rmp::encode::write_str(&mut out, "ID");
+        let _ = rmp::encode::write_str(&mut out, &self.id);
+        let _ = rmp::encode::write_str(&mut out, "Data");
+        let _ = rmp::encode::write_bin(&mut out, &self.data);
+        let _ = rmp::encode::write_str(&mut out, "Attempt");
+        let _ = rmp::encode::write_i64(&mut out, i64::from(self.attempt));
+        out
+    }
+
+    /// Decodes a job written by Go CurlyQ or by this crate.
+    ///
+    /// Accepts any integer width for `Attempt`, `bin`, `str` or `nil` for `Data`, and
+    /// skips keys it does not know. Fails with a [`DecodeError`] saying what is wrong
+    /// (never panics), whatever the bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Job, DecodeError> {
+        let mut rd = bytes;
+        let len = match decode::read_marker(&mut rd).map_err(|_| DecodeError::Empty)? {
+            Marker::FixMap(n) => u32::from(n),
+            Marker::Map16 => u32::from(rd.read_data_u16().map_err(t)?),
+            Marker::Map32 => rd.read_data_u32().map_err(t)?,
+            other => {
+                return Err(DecodeError::NotAMap {
+                    found: format!("{other:?}"),
+                })
+            }
+        };
+        let mut id = None;
+        let mut data = None;
+        let mut attempt = None;
+        for _ in 0..len {
+            let key = read_str_or_bin(&mut rd)?;
+            match key.as_slice() {
+                b"ID" => {
+                    let raw = read_str_or_bin(&mut rd)?;
+                    id = Some(String::from_utf8(raw).map_err(|_| DecodeError::IdNotUtf8)?);
+                }
+                b"Data" => {
+                    if peek_nil(rd) {
+                        skip_value(&mut rd, 0)?;
+                        data = Some(Vec::new());
+                    } else {
+                        data = Some(read_str_or_bin(&mut rd)?);
+                    }
+                }
+                b"Attempt" => attempt = Some(read_attempt(&mut rd)?),
+                _ => skip_value(&mut rd, 0)?,
+            }
+        }
+        Ok(Job {
+            id: id.ok_or(DecodeError::MissingField("ID"))?,
+            data: data.unwrap_or_default(),
+            attempt: attempt.unwrap_or(0),
+        })
+    }
+}
+
+/// Maps any read error to [`DecodeError::Truncated`] (reads from a slice fail only at its end).
+fn t<E>(_: E) -> DecodeError {
+    DecodeError::Truncated
+}
+
+fn peek_nil(rd: &[u8]) -> bool {
+    rd.first() == Some(&0xc0)
+}
+
+fn read_len(rd: &mut &[u8], marker: Marker) -> Result<Option<usize>, DecodeError> {
+    Ok(Some(match marker {
+        Marker::FixStr(n) => usize::from(n),
+        Marker::Str8 | Marker::Bin8 => usize::from(rd.read_data_u8().map_err(t)?),
+        Marker::Str16 | Marker::Bin16 => usize::from(rd.read_data_u16().map_err(t)?),
+        Marker::Str32 | Marker::Bin32 => rd.read_data_u32().map_err(t)? as usize,
+        _ => return Ok(None),
+    }))
+}
+
+fn take_bytes(rd: &mut &[u8], n: usize) -> Result<Vec<u8>, DecodeError> {
+    if rd.len() < n {
+        return Err(DecodeError::Truncated);
+    }
+    let (head, tail) = rd.split_at(n);
+    *rd = tail;
+    Ok(head.to_vec())
+}
+
+fn read_str_or_bin(rd: &mut &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let marker = decode::read_marker(rd).map_err(t)?;
+    match read_len(rd, marker)? {
+        Some(n) => take_bytes(rd, n),
+        None => Err(DecodeError::UnexpectedType {
+            expected: "str or bin",
+            found: format!("{marker:?}"),
+        }),
+    }
+}
+
+fn read_attempt(rd: &mut &[u8]) -> Result<u32, DecodeError> {
+    let marker = decode::read_marker(rd).map_err(t)?;
+    let value: i128 = match marker {
+        Marker::FixPos(n) => i128::from(n),
+        Marker::FixNeg(n) => i128::from(n),
+        Marker::U8 => i128::from(rd.read_data_u8().map_err(t)?),
+        Marker::U16 => i128::from(rd.read_data_u16().map_err(t)?),
+        Marker::U32 => i128::from(rd.read_data_u32().map_err(t)?),
+        Marker::U64 => i128::from(rd.read_data_u64().map_err(t)?),
+        Marker::I8 => i128::from(rd.read_data_i8().map_err(t)?),
+        Marker::I16 => i128::from(rd.read_data_i16().map_err(t)?),
+        Marker::I32 => i128::from(rd.read_data_i32().map_err(t)?),
+        Marker::I64 => i128::from(rd.read_data_i64().map_err(t)?),
+        Marker::Null => 0,
+        other => {
+            return Err(DecodeError::UnexpectedType {
+                expected: "integer Attempt",
+                found: format!("{other:?}"),
+            })
+        }
+    };
+    u32::try_from(value).map_err(|_| DecodeError::AttemptOutOfRange(value))
+}
+
+/// Skips one MessagePack value of any type (bounded nesting, no recursion blow-up).
+fn skip_value(rd: &mut &[u8], depth: u32) -> Result<(), DecodeError> {
+    if depth > 64 {
+        return Err(DecodeError::TooDeep);
+    }
+    let marker = decode::read_marker(rd).map_err(t)?;
+    let skip = |rd: &mut &[u8], n: usize| -> Result<(), DecodeError> {
+        if rd.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        *rd = &rd[n..];
+        Ok(())
+    };
+    if let Some(n) = read_len(rd, marker)? {
+        return skip(rd, n);
+    }
+    match marker {
+        Marker::Null | Marker::True | Marker::False | Marker::FixPos(_) | Marker::FixNeg(_) => {
+            Ok(())
+        }
+        Marker::U8 | Marker::I8 => skip(rd, 1),
+        Marker::U16 | Marker::I16 => skip(rd, 2),
+        Marker::U32 | Marker::I32 | Marker::F32 => skip(rd, 4),
+        Marker::U64 | Marker::I64 | Marker::F64 => skip(rd, 8),
+        Marker::FixExt1 => skip(rd, 2),
+        Marker::FixExt2 => skip(rd, 3),
+        Marker::FixExt4 => skip(rd, 5),
+        Marker::FixExt8 => skip(rd, 9),
+        Marker::FixExt16 => skip(rd, 17),
+        Marker::Ext8 => {
+            let n = usize::from(rd.read_data_u8().map_err(t)?);
+            skip(rd, n + 1)
+        }
+        Marker::Ext16 => {
+            let n = usize::from(rd.read_data_u16().map_err(t)?);
+            skip(rd, n + 1)
+        }
+        Marker::Ext32 => {
+            let n = rd.read_data_u32().map_err(t)? as usize;
+            skip(rd, n.saturating_add(1))
+        }
+        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+            let n = match marker {
+                Marker::FixArray(n) => u32::from(n),
+                Marker::Array16 => u32::from(rd.read_data_u16().map_err(t)?),
+                _ => rd.read_data_u32().map_err(t)?,
+            };
+            for _ in 0..n {
+                skip_value(rd, depth + 1)?;
+            }
+            Ok(())
+        }
+        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+            let n = match marker {
+                Marker::FixMap(n) => u32::from(n),
+                Marker::Map16 => u32::from(rd.read_data_u16().map_err(t)?),
+                _ => rd.read_data_u32().map_err(t)?,
+            };
+            for _ in 0..n {
+                skip_value(rd, depth + 1)?;
+                skip_value(rd, depth + 1)?;
+            }
+            Ok(())
+        }
+        Marker::Reserved => Err(DecodeError::UnexpectedType {
+            expected: "a MessagePack value",
+            found: "reserved marker 0xc1".into(),
+        }),
+        _ => Err(DecodeError::UnexpectedType {
+            expected: "a MessagePack value",
+            found: format!("{marker:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VECTOR_1: &str =
+        "83a24944a3616263a444617461c4026869a7417474656d7074d30000000000000002";
+    const VECTOR_2: &str = "83a24944a178a444617461c0a7417474656d7074d30000000000000000";
+
+    fn unhex(s: &str) -> Vec<u8> {
+        hex::decode(s.replace(' ', "")).expect("valid hex")
+    }
+
+    #[test]
+    fn go_vector_1_decodes_and_encodes_byte_identical() {
+        let bytes = unhex(VECTOR_1);
+        let job = Job::decode(&bytes).expect("decodes");
+        assert_eq!(job, Job::new(b"hi".to_vec()).with_id("abc").with_attempt(2));
+        assert_eq!(job.encode(), bytes, "we write exactly what Go writes");
+    }
+
+    #[test]
+    fn go_vector_2_nil_data_decodes_to_empty_and_round_trips() {
+        let job = Job::decode(&unhex(VECTOR_2)).expect("decodes");
+        assert_eq!(job, Job::new(Vec::new()).with_id("x"));
+        let ours = job.encode();
+        // Go's rules: a map with ID str, Data bin (empty bin is allowed), Attempt int.
+        assert_eq!(
+            ours,
+            unhex("83a24944a178a444617461c400a7417474656d7074d30000000000000000")
+        );
+        assert_eq!(Job::decode(&ours).expect("decodes"), job);
+    }
+
+    #[test]
+    fn accepts_every_int_width_str_data_and_unknown_keys() {
+        let mut b = Vec::new();
+        rmp::encode::write_map_len(&mut b, 5).unwrap();
+        rmp::encode::write_str(&mut b, "Extra").unwrap();
+        rmp::encode::write_array_len(&mut b, 2).unwrap();
+        rmp::encode::write_u8(&mut b, 1).unwrap();
+        rmp::encode::write_str(&mut b, "nested").unwrap();
+        rmp::encode::write_str(&mut b, "Attempt").unwrap();
+        rmp::encode::write_u16(&mut b, 300).unwrap();
+        rmp::encode::write_str(&mut b, "Data").unwrap();
+        rmp::encode::write_str(&mut b, "text").unwrap();
+        rmp::encode::write_str(&mut b, "ID").unwrap();
+        rmp::encode::write_str(&mut b, "k").unwrap();
+        rmp::encode::write_str(&mut b, "More").unwrap();
+        rmp::encode::write_f64(&mut b, 1.5).unwrap();
+        let job = Job::decode(&b).expect("decodes");
+        assert_eq!((job.id.as_str(), job.data.as_slice(), job.attempt), ("k", &b"text"[..], 300));
+    }
+
+    #[test]
+    fn bad_bytes_give_typed_errors_never_panics() {
+        assert!(matches!(Job::decode(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(Job::decode(&[0x93, 1, 2, 3]), Err(DecodeError::NotAMap { .. })));
+        let good = unhex(VECTOR_1);
+        for cut in 1..good.len() {
+            assert!(Job::decode(&good[..cut]).is_err(), "truncated at {cut}");
+        }
+        // A negative Attempt is out of range.
+        let mut b = Vec::new();
+        rmp::encode::write_map_len(&mut b, 2).unwrap();
+        rmp::encode::write_str(&mut b, "ID").unwrap();
+        rmp::encode::write_str(&mut b, "n").unwrap();
+        rmp::encode::write_str(&mut b, "Attempt").unwrap();
+        rmp::encode::write_i64(&mut b, -5).unwrap();
+        assert!(matches!(Job::decode(&b), Err(DecodeError::AttemptOutOfRange(-5))));
+        // Missing ID.
+        let mut b = Vec::new();
+        rmp::encode::write_map_len(&mut b, 0).unwrap();
+        assert!(matches!(Job::decode(&b), Err(DecodeError::MissingField("ID"))));
+    }
+
+    #[test]
+    fn debug_does_not_print_the_payload() {
+        let job = Job::new(b"secret-token".to_vec()).with_id("a");
+        assert!(!format!("{job:?}").contains("secret"));
+    }
+}

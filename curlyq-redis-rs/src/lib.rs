@@ -1,0 +1,1 @@
+//! curlyq's `QueueBackend` on the `redis` crate.

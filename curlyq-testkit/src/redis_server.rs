@@ -1,0 +1,204 @@
+//! A throwaway `redis-server` on a free loopback port, stopped when dropped.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` process of the test's own, on `127.0.0.1` and a free port, with no
+/// persistence and a private working directory. Stopped (SIGKILL) on drop.
+///
+/// ```no_run
+/// let server = curlyq_testkit::RedisServer::start().expect("redis-server is installed");
+/// let url = server.url(); // redis://127.0.0.1:<port>/
+/// # drop(url);
+/// ```
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers `PING` (at most 10 s).
+    ///
+    /// Fails if `redis-server` is not on the `PATH` (install it with
+    /// `apt-get install redis-server`) or does not come up.
+    pub fn start() -> io::Result<Self> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra `redis-server` arguments (such as
+    /// `["--maxmemory", "5mb"]`).
+    pub fn start_with_args(args: &[&str]) -> io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("curlyq-redis-").tempdir()?;
+        let mut server = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        // Another process may take the free port before redis-server binds it: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    server.stop();
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("redis-server did not start")))
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("could not run redis-server (is it installed and on PATH?): {e}"),
+                )
+            })?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(10))
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(reply) = self.command(&["PING"]) {
+                if reply.starts_with("+PONG") {
+                    return Ok(());
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    return Err(io::Error::other(format!(
+                        "redis-server exited at start ({status}); port {} may be taken",
+                        self.port
+                    )));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "redis-server did not answer PING within 10 s",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's working directory (removed on drop).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Stops the server at once (SIGKILL), as a crash would. Restart it with
+    /// [`restart`](Self::restart) on the same port.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (after [`stop`](Self::stop)).
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Sends one command over a plain RESP connection and returns the raw reply (for
+    /// test setup and inspection without a client library: `+OK\r\n`, `:1\r\n`, ...).
+    pub fn command(&self, args: &[&str]) -> io::Result<String> {
+        let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.command_bytes(&bytes)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    /// Like [`command`](Self::command), with binary arguments and reply.
+    pub fn command_bytes(&self, args: &[&[u8]]) -> io::Result<Vec<u8>> {
+        let mut stream = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        stream.write_all(&req)?;
+        let mut reader = BufReader::new(stream);
+        let mut out = Vec::new();
+        read_reply(&mut reader, &mut out)?;
+        Ok(out)
+    }
+}
+
+fn read_reply(reader: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    out.extend_from_slice(&line);
+    let head = line.first().copied().unwrap_or(b'-');
+    let num: i64 = String::from_utf8_lossy(&line[1..])
+        .trim()
+        .parse()
+        .unwrap_or(-1);
+    match head {
+        b'$' if num >= 0 => {
+            let mut buf = vec![0u8; num as usize + 2];
+            reader.read_exact(&mut buf)?;
+            out.extend_from_slice(&buf);
+        }
+        b'*' if num > 0 => {
+            for _ in 0..num {
+                read_reply(reader, out)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
