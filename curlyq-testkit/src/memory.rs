@@ -1,0 +1,963 @@
+//! [`MemoryBackend`]: the in-memory reference model of the wire contract.
+//!
+//! Every [`QueueBackend`] method is carried out under one lock, exactly as the Redis
+//! scripts carry it out in one atomic step (including this project's improvements over Go
+//! CurlyQ: the dead-set reasons, the orphan counters and the crash-loop kill). The state
+//! can be read back as plain data with [`MemoryBackend::snapshot`], and faults can be
+//! injected with [`MemoryBackend::fail_next`] and friends.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use curlyq_core::{
+    BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
+    QueueBackend, QueueName, Registration, RetryJob, Runtime, ScheduledJob, TakenJob, TokioRuntime,
+    Waiter,
+};
+use event_listener::Event;
+use futures::future::{self, Either};
+
+/// The reason recorded for a job killed because its consumers kept dying while holding
+/// it; `{n}` is the number of times it was orphaned.
+pub fn orphan_kill_reason(times: u32) -> String {
+    format!(
+        "orphaned {times} times: its consumer stopped heartbeating while holding it \
+         (the handler may be crashing the process)"
+    )
+}
+
+/// One operation of [`MemoryBackend`], as seen by the fault hooks and call counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Operation {
+    /// [`QueueBackend::push`].
+    Push,
+    /// [`QueueBackend::schedule`].
+    Schedule,
+    /// [`QueueBackend::register`].
+    Register,
+    /// [`QueueBackend::enqueue_due`].
+    EnqueueDue,
+    /// [`QueueBackend::take`].
+    Take,
+    /// [`QueueBackend::waiter`] (making a waiter).
+    Waiter,
+    /// [`Waiter::wait`] on a waiter of this backend.
+    Wait,
+    /// [`QueueBackend::ack`].
+    Ack,
+    /// [`QueueBackend::retry`].
+    Retry,
+    /// [`QueueBackend::kill`].
+    Kill,
+    /// [`QueueBackend::give_back`].
+    GiveBack,
+    /// [`QueueBackend::requeue_orphans`].
+    RequeueOrphans,
+    /// [`QueueBackend::trim_dead`].
+    TrimDead,
+    /// [`QueueBackend::unregister`].
+    Unregister,
+}
+
+/// A predicate deciding which operations fail (see [`MemoryBackend::set_failing`]).
+pub type FailWhen = Arc<dyn Fn(Operation, &QueueName) -> bool + Send + Sync>;
+
+/// The error inside the [`BackendError::Unavailable`] that an injected fault returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectedFailure {
+    /// The operation that failed.
+    pub operation: Operation,
+    /// Whether the operation was carried out before the failure was reported (a lost
+    /// reply, see [`MemoryBackend::fail_next_applied`]).
+    pub applied: bool,
+}
+
+impl fmt::Display for InjectedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.applied {
+            write!(
+                f,
+                "injected failure after {:?} was carried out (lost reply)",
+                self.operation
+            )
+        } else {
+            write!(
+                f,
+                "injected failure: {:?} was not carried out",
+                self.operation
+            )
+        }
+    }
+}
+
+impl std::error::Error for InjectedFailure {}
+
+/// The state of one queue as plain data, in the shape of its Redis keys.
+///
+/// Sorted sets are listed by `(score, member)` as Redis orders them; in-flight sets that
+/// are empty are absent (Redis deletes empty sets).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueSnapshot {
+    /// `Q:data`: job ID -> stored bytes.
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// `Q:active`: IDs from head to tail.
+    pub active: Vec<String>,
+    /// `Q:scheduled`: `(ID, due time)`, sorted by (score, member).
+    pub scheduled: Vec<(String, f64)>,
+    /// `Q:dead`: `(ID, time of death)`, sorted by (score, member).
+    pub dead: Vec<(String, f64)>,
+    /// `Q:consumers`: `(consumer ID, last heartbeat)`, sorted by (score, member).
+    pub consumers: Vec<(String, f64)>,
+    /// `Q:inflight:<consumer>`: consumer ID -> taken job IDs (non-empty sets only).
+    pub inflight: BTreeMap<String, BTreeSet<String>>,
+    /// `Q:signal`: whether the wake-up flag is set.
+    pub signal: bool,
+    /// `Q:dead:reasons`: dead job ID -> why it died.
+    pub reasons: BTreeMap<String, String>,
+    /// `Q:orphaned`: job ID -> times its consumer was reaped while holding it.
+    pub orphaned: BTreeMap<String, u32>,
+}
+
+impl QueueSnapshot {
+    /// All job IDs in the in-flight sets of every consumer.
+    pub fn all_inflight(&self) -> BTreeSet<String> {
+        self.inflight.values().flatten().cloned().collect()
+    }
+}
+
+/// A score of a sorted set: a non-NaN `f64`, with `-0.0` stored as `0.0` (Redis compares
+/// them equal), totally ordered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Score(f64);
+
+impl Score {
+    fn new(value: f64) -> Self {
+        // Adding 0.0 turns -0.0 into 0.0 and leaves every other value as it is.
+        Score(value + 0.0)
+    }
+}
+
+impl Eq for Score {}
+
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// A Redis-like sorted set: members ordered by (score, member bytes).
+#[derive(Debug, Default)]
+struct SortedSet {
+    scores: HashMap<String, Score>,
+    order: BTreeSet<(Score, String)>,
+}
+
+impl SortedSet {
+    fn insert(&mut self, member: &str, score: f64) {
+        let score = Score::new(score);
+        if let Some(old) = self.scores.insert(member.to_owned(), score) {
+            self.order.remove(&(old, member.to_owned()));
+        }
+        self.order.insert((score, member.to_owned()));
+    }
+
+    fn remove(&mut self, member: &str) -> Option<f64> {
+        let old = self.scores.remove(member)?;
+        self.order.remove(&(old, member.to_owned()));
+        Some(old.0)
+    }
+
+    fn contains(&self, member: &str) -> bool {
+        self.scores.contains_key(member)
+    }
+
+    fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    fn first_score(&self) -> Option<f64> {
+        self.order.first().map(|(score, _)| score.0)
+    }
+
+    /// Members in order, with their scores.
+    fn iter(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        self.order.iter().map(|(s, m)| (m.as_str(), s.0))
+    }
+
+    /// Up to `max` members with score <= `max_score`, lowest first.
+    fn up_to(&self, max_score: f64, max: usize) -> Vec<String> {
+        self.iter()
+            .take_while(|(_, score)| *score <= max_score)
+            .take(max)
+            .map(|(m, _)| m.to_owned())
+            .collect()
+    }
+
+    fn to_vec(&self) -> Vec<(String, f64)> {
+        self.iter().map(|(m, s)| (m.to_owned(), s)).collect()
+    }
+}
+
+/// The keys of one queue.
+#[derive(Debug)]
+struct QueueState {
+    data: HashMap<String, Vec<u8>>,
+    active: VecDeque<String>,
+    scheduled: SortedSet,
+    dead: SortedSet,
+    consumers: SortedSet,
+    /// Never holds an empty set (Redis deletes empty sets).
+    inflight: HashMap<String, BTreeSet<String>>,
+    signal: bool,
+    reasons: HashMap<String, String>,
+    orphaned: HashMap<String, u32>,
+    /// Notified whenever the signal is set.
+    event: Arc<Event>,
+    /// The signal was set by the current operation: notify once the lock is released.
+    notify: bool,
+}
+
+impl QueueState {
+    fn new() -> Self {
+        QueueState {
+            data: HashMap::new(),
+            active: VecDeque::new(),
+            scheduled: SortedSet::default(),
+            dead: SortedSet::default(),
+            consumers: SortedSet::default(),
+            inflight: HashMap::new(),
+            signal: false,
+            reasons: HashMap::new(),
+            orphaned: HashMap::new(),
+            event: Arc::new(Event::new()),
+            notify: false,
+        }
+    }
+
+    fn set_signal(&mut self) {
+        self.signal = true;
+        self.notify = true;
+    }
+
+    /// Removes `id` from the consumer's in-flight set if it is there (dropping the set
+    /// when it becomes empty). Returns whether it was owned.
+    fn disown(&mut self, consumer: &str, id: &str) -> bool {
+        let Some(set) = self.inflight.get_mut(consumer) else {
+            return false;
+        };
+        let owned = set.remove(id);
+        if set.is_empty() {
+            self.inflight.remove(consumer);
+        }
+        owned
+    }
+
+    fn kill_job(&mut self, id: &str, now: f64, data: Option<&[u8]>, reason: String) {
+        self.dead.insert(id, now);
+        if let Some(data) = data {
+            self.data.insert(id.to_owned(), data.to_vec());
+        }
+        self.reasons.insert(id.to_owned(), reason);
+        self.orphaned.remove(id);
+    }
+
+    fn snapshot(&self) -> QueueSnapshot {
+        QueueSnapshot {
+            data: self
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            active: self.active.iter().cloned().collect(),
+            scheduled: self.scheduled.to_vec(),
+            dead: self.dead.to_vec(),
+            consumers: self.consumers.to_vec(),
+            inflight: self
+                .inflight
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            signal: self.signal,
+            reasons: self
+                .reasons
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            orphaned: self.orphaned.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Faults {
+    fail_next: u64,
+    fail_next_applied: u64,
+    fail_when: Option<FailWhen>,
+    calls: HashMap<Operation, u64>,
+}
+
+/// What the fault hooks decided for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Run,
+    RunThenFail,
+}
+
+struct Shared {
+    queues: Mutex<HashMap<QueueName, QueueState>>,
+    faults: Mutex<Faults>,
+    runtime: Arc<dyn Runtime>,
+}
+
+/// Locks a mutex, ignoring poisoning (a panicking test thread must not hide the state
+/// from the next assertion).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn check_score(what: &str, value: f64) -> Result<(), BackendError> {
+    if value.is_nan() {
+        Err(BackendError::Rejected(format!(
+            "{what} is NaN, which is not a valid sorted-set score"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// An in-memory [`QueueBackend`]: the executable reference model of `spec/wire.md`.
+///
+/// Each operation runs entirely under one lock (never held across an `.await`), so it
+/// is atomic like a Redis script. Queues are independent. Clones share the same state,
+/// so a producer and a consumer can each hold one.
+///
+/// Semantics that the wire contract leaves open are fixed here as the Redis scripts fix
+/// them: sorted-set ties are ordered by member bytes; a NaN score is rejected
+/// ([`BackendError::Rejected`]) before anything is written; `requeue_orphans` moves the
+/// jobs of one consumer in ID order, visits every expired consumer (removing those left
+/// with nothing in flight even once `max_jobs` is used up); `unregister` of a consumer
+/// holding nothing returns `true` even if it was not registered.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use curlyq_core::{ConsumerId, EncodedJob, QueueBackend, QueueName, Registration};
+/// use curlyq_testkit::MemoryBackend;
+///
+/// let backend = MemoryBackend::new();
+/// let queue = QueueName::new("emails").unwrap();
+/// let job = EncodedJob { id: "j1".into(), data: b"bytes".to_vec() };
+/// assert_eq!(backend.push(&queue, &[job]).await.unwrap(), vec![true]);
+///
+/// let consumer = ConsumerId::from_string("c1");
+/// backend.register(&queue, &consumer, 100.0, Registration::Join).await.unwrap();
+/// let taken = backend.take(&queue, &consumer, 10).await.unwrap();
+/// assert_eq!(taken[0].id, "j1");
+/// assert!(backend.snapshot(&queue).inflight["c1"].contains("j1"));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryBackend {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let queues = lock(&self.shared.queues);
+        let mut names: Vec<&QueueName> = queues.keys().collect();
+        names.sort();
+        f.debug_struct("MemoryBackend")
+            .field("queues", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBackend {
+    /// An empty backend whose waiters time out on real time (tokio's timer; waits must
+    /// run inside a tokio runtime with time enabled).
+    pub fn new() -> Self {
+        Self::with_runtime(Arc::new(TokioRuntime))
+    }
+
+    /// An empty backend whose waiters time out on `runtime`'s clock (such as a
+    /// [`ManualRuntime`](crate::ManualRuntime)).
+    pub fn with_runtime(runtime: Arc<dyn Runtime>) -> Self {
+        MemoryBackend {
+            shared: Arc::new(Shared {
+                queues: Mutex::new(HashMap::new()),
+                faults: Mutex::new(Faults::default()),
+                runtime,
+            }),
+        }
+    }
+
+    /// The state of `queue` as plain data (empty if the queue was never used).
+    pub fn snapshot(&self, queue: &QueueName) -> QueueSnapshot {
+        lock(&self.shared.queues)
+            .get(queue)
+            .map(QueueState::snapshot)
+            .unwrap_or_default()
+    }
+
+    /// The names of the queues that have been used, sorted.
+    pub fn queues(&self) -> Vec<QueueName> {
+        let mut names: Vec<QueueName> = lock(&self.shared.queues).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Deletes the data field of job `id` (simulates a job whose data went missing).
+    /// Returns whether there was one.
+    pub fn remove_data(&self, queue: &QueueName, id: &str) -> bool {
+        self.edit(queue, |q| q.data.remove(id).is_some())
+    }
+
+    /// Writes `bytes` as the data of job `id` as they are (poison bytes, a job written by
+    /// another program), touching nothing else.
+    pub fn put_raw_data(&self, queue: &QueueName, id: &str, bytes: impl Into<Vec<u8>>) {
+        self.edit(queue, |q| {
+            q.data.insert(id.to_owned(), bytes.into());
+        });
+    }
+
+    /// Appends `id` to the active list as it is (no data written, no signal set).
+    pub fn push_raw_active(&self, queue: &QueueName, id: &str) {
+        self.edit(queue, |q| q.active.push_back(id.to_owned()));
+    }
+
+    /// Sets or clears the signal directly (waking waiters when set).
+    pub fn set_signal(&self, queue: &QueueName, signal: bool) {
+        self.edit(queue, |q| {
+            if signal {
+                q.set_signal();
+            } else {
+                q.signal = false;
+            }
+        });
+    }
+
+    /// Makes every operation for which `fail_when` returns `true` fail with
+    /// [`BackendError::Unavailable`] without being carried out, until cleared with
+    /// `None`. Checked after [`fail_next`](Self::fail_next).
+    pub fn set_failing(&self, fail_when: Option<FailWhen>) {
+        lock(&self.shared.faults).fail_when = fail_when;
+    }
+
+    /// Makes every operation fail (`true`) or none (`false`): a store that is down.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        let fail_when: Option<FailWhen> = if unavailable {
+            Some(Arc::new(|_, _| true))
+        } else {
+            None
+        };
+        self.set_failing(fail_when);
+    }
+
+    /// Makes the next `n` operations (of any kind, on any queue) fail with
+    /// [`BackendError::Unavailable`] without being carried out.
+    pub fn fail_next(&self, n: u64) {
+        lock(&self.shared.faults).fail_next = n;
+    }
+
+    /// Makes the next `n` operations be carried out but then report
+    /// [`BackendError::Unavailable`] (a reply lost after the store applied the
+    /// operation). Applies to operations that no other hook failed.
+    pub fn fail_next_applied(&self, n: u64) {
+        lock(&self.shared.faults).fail_next_applied = n;
+    }
+
+    /// How many times `operation` was called (failed calls included).
+    pub fn calls(&self, operation: Operation) -> u64 {
+        lock(&self.shared.faults)
+            .calls
+            .get(&operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts the call and applies the fault hooks.
+    fn gate(&self, operation: Operation, queue: &QueueName) -> Result<Gate, BackendError> {
+        let mut faults = lock(&self.shared.faults);
+        *faults.calls.entry(operation).or_insert(0) += 1;
+        let fail = if faults.fail_next > 0 {
+            faults.fail_next -= 1;
+            true
+        } else {
+            faults
+                .fail_when
+                .as_ref()
+                .is_some_and(|fail_when| fail_when(operation, queue))
+        };
+        if fail {
+            return Err(injected(operation, false));
+        }
+        if faults.fail_next_applied > 0 {
+            faults.fail_next_applied -= 1;
+            return Ok(Gate::RunThenFail);
+        }
+        Ok(Gate::Run)
+    }
+
+    /// Runs `f` on the queue's state under the lock, then wakes waiters if it set the
+    /// signal. No fault hooks (for the test hooks).
+    fn edit<T>(&self, queue: &QueueName, f: impl FnOnce(&mut QueueState) -> T) -> T {
+        let (result, event) = {
+            let mut queues = lock(&self.shared.queues);
+            let state = queues.entry(queue.clone()).or_insert_with(QueueState::new);
+            let result = f(state);
+            let event = std::mem::take(&mut state.notify).then(|| Arc::clone(&state.event));
+            (result, event)
+        };
+        if let Some(event) = event {
+            event.notify(usize::MAX);
+        }
+        result
+    }
+
+    /// One atomic operation: fault hooks, then `f` under the lock, then wake-ups.
+    fn op<T>(
+        &self,
+        operation: Operation,
+        queue: &QueueName,
+        f: impl FnOnce(&mut QueueState) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let gate = self.gate(operation, queue)?;
+        let result = self.edit(queue, f)?;
+        match gate {
+            Gate::Run => Ok(result),
+            Gate::RunThenFail => Err(injected(operation, true)),
+        }
+    }
+
+    fn signal_and_event(&self, queue: &QueueName) -> (bool, Arc<Event>) {
+        self.edit(queue, |q| (q.signal, Arc::clone(&q.event)))
+    }
+}
+
+fn injected(operation: Operation, applied: bool) -> BackendError {
+    BackendError::Unavailable(Box::new(InjectedFailure { operation, applied }))
+}
+
+#[async_trait]
+impl QueueBackend for MemoryBackend {
+    async fn push(
+        &self,
+        queue: &QueueName,
+        jobs: &[EncodedJob],
+    ) -> Result<Vec<bool>, BackendError> {
+        self.op(Operation::Push, queue, |q| {
+            let mut added = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let new = !q.data.contains_key(&job.id);
+                if new {
+                    q.data.insert(job.id.clone(), job.data.clone());
+                    q.active.push_back(job.id.clone());
+                }
+                added.push(new);
+            }
+            if added.contains(&true) {
+                q.set_signal();
+            }
+            Ok(added)
+        })
+    }
+
+    async fn schedule(
+        &self,
+        queue: &QueueName,
+        jobs: &[ScheduledJob],
+    ) -> Result<Vec<bool>, BackendError> {
+        self.op(Operation::Schedule, queue, |q| {
+            for job in jobs {
+                check_score("schedule time", job.at)?;
+            }
+            let mut added = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let new = !q.data.contains_key(&job.job.id);
+                if new {
+                    q.data.insert(job.job.id.clone(), job.job.data.clone());
+                    q.scheduled.insert(&job.job.id, job.at);
+                }
+                added.push(new);
+            }
+            Ok(added)
+        })
+    }
+
+    async fn register(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        now: f64,
+        mode: Registration,
+    ) -> Result<bool, BackendError> {
+        self.op(Operation::Register, queue, |q| {
+            check_score("heartbeat time", now)?;
+            match mode {
+                Registration::Join => {
+                    q.consumers.insert(consumer.as_str(), now);
+                    Ok(true)
+                }
+                Registration::Heartbeat => {
+                    if q.consumers.contains(consumer.as_str()) {
+                        q.consumers.insert(consumer.as_str(), now);
+                        Ok(true)
+                    } else {
+                        Ok(false)
+                    }
+                }
+            }
+        })
+    }
+
+    async fn enqueue_due(
+        &self,
+        queue: &QueueName,
+        now: f64,
+        max: usize,
+    ) -> Result<DueReport, BackendError> {
+        self.op(Operation::EnqueueDue, queue, |q| {
+            check_score("current time", now)?;
+            let due = q.scheduled.up_to(now, max);
+            for id in &due {
+                q.scheduled.remove(id);
+                q.active.push_back(id.clone());
+            }
+            if !due.is_empty() {
+                q.set_signal();
+            }
+            Ok(DueReport {
+                moved: due.len(),
+                next_due: q.scheduled.first_score(),
+            })
+        })
+    }
+
+    async fn take(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+    ) -> Result<Vec<TakenJob>, BackendError> {
+        self.op(Operation::Take, queue, |q| {
+            if !q.consumers.contains(consumer.as_str()) {
+                return Err(BackendError::NotRegistered {
+                    queue: queue.as_str().to_owned(),
+                    consumer: consumer.as_str().to_owned(),
+                });
+            }
+            let mut taken = Vec::new();
+            while taken.len() < max {
+                let Some(id) = q.active.pop_front() else {
+                    break;
+                };
+                q.inflight
+                    .entry(consumer.as_str().to_owned())
+                    .or_default()
+                    .insert(id.clone());
+                let data = q.data.get(&id).cloned();
+                taken.push(TakenJob { id, data });
+            }
+            if taken.len() < max {
+                q.signal = false;
+            }
+            Ok(taken)
+        })
+    }
+
+    async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
+        self.op(Operation::Waiter, queue, |_| Ok(()))?;
+        Ok(Box::new(MemoryWaiter {
+            backend: self.clone(),
+            queue: queue.clone(),
+        }))
+    }
+
+    async fn ack(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        ids: &[String],
+    ) -> Result<Vec<bool>, BackendError> {
+        self.op(Operation::Ack, queue, |q| {
+            Ok(ids
+                .iter()
+                .map(|id| {
+                    let owned = q.disown(consumer.as_str(), id);
+                    if owned {
+                        q.data.remove(id);
+                        q.orphaned.remove(id);
+                    }
+                    owned
+                })
+                .collect())
+        })
+    }
+
+    async fn retry(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        jobs: &[RetryJob],
+    ) -> Result<Vec<bool>, BackendError> {
+        self.op(Operation::Retry, queue, |q| {
+            for job in jobs {
+                check_score("retry time", job.at)?;
+            }
+            Ok(jobs
+                .iter()
+                .map(|job| {
+                    let owned = q.disown(consumer.as_str(), &job.id);
+                    if owned {
+                        q.scheduled.insert(&job.id, job.at);
+                        q.data.insert(job.id.clone(), job.data.clone());
+                        q.orphaned.remove(&job.id);
+                    }
+                    owned
+                })
+                .collect())
+        })
+    }
+
+    async fn kill(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        jobs: &[KillJob],
+        now: f64,
+    ) -> Result<Vec<bool>, BackendError> {
+        self.op(Operation::Kill, queue, |q| {
+            check_score("kill time", now)?;
+            Ok(jobs
+                .iter()
+                .map(|job| {
+                    let owned = q.disown(consumer.as_str(), &job.id);
+                    if owned {
+                        q.kill_job(&job.id, now, job.data.as_deref(), job.reason.clone());
+                    }
+                    owned
+                })
+                .collect())
+        })
+    }
+
+    async fn give_back(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        ids: &[String],
+    ) -> Result<usize, BackendError> {
+        self.op(Operation::GiveBack, queue, |q| {
+            let mut moved = 0;
+            for id in ids {
+                if q.disown(consumer.as_str(), id) {
+                    q.active.push_back(id.clone());
+                    moved += 1;
+                }
+            }
+            if moved > 0 {
+                q.set_signal();
+            }
+            Ok(moved)
+        })
+    }
+
+    async fn requeue_orphans(
+        &self,
+        queue: &QueueName,
+        sweep: OrphanSweep,
+    ) -> Result<OrphanReport, BackendError> {
+        self.op(Operation::RequeueOrphans, queue, |q| {
+            check_score("expiry time", sweep.expired_before)?;
+            check_score("current time", sweep.now)?;
+            let expired = q.consumers.up_to(sweep.expired_before, usize::MAX);
+            let mut report = OrphanReport::default();
+            let mut budget = sweep.max_jobs;
+            for consumer in expired {
+                if let Some(set) = q.inflight.get_mut(&consumer) {
+                    let ids: Vec<String> = set.iter().take(budget).cloned().collect();
+                    for id in &ids {
+                        set.remove(id);
+                    }
+                    if set.is_empty() {
+                        q.inflight.remove(&consumer);
+                    }
+                    budget -= ids.len();
+                    for id in ids {
+                        let times = q.orphaned.entry(id.clone()).or_insert(0);
+                        *times = times.saturating_add(1);
+                        let times = *times;
+                        if sweep.max_orphan_requeues > 0 && times >= sweep.max_orphan_requeues {
+                            q.kill_job(&id, sweep.now, None, orphan_kill_reason(times));
+                            report.killed += 1;
+                        } else {
+                            q.active.push_back(id);
+                            report.requeued += 1;
+                        }
+                    }
+                }
+                if !q.inflight.contains_key(&consumer) {
+                    q.consumers.remove(&consumer);
+                    report.consumers_removed += 1;
+                }
+            }
+            if report.requeued > 0 {
+                q.set_signal();
+            }
+            Ok(report)
+        })
+    }
+
+    async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
+        self.op(Operation::TrimDead, queue, |q| {
+            check_score("trim time", trim.killed_before)?;
+            let too_old = q
+                .dead
+                .iter()
+                .take_while(|(_, score)| *score < trim.killed_before)
+                .count();
+            let too_many = q.dead.len().saturating_sub(trim.keep_at_most);
+            let count = too_old.max(too_many).min(trim.max_jobs);
+            let victims: Vec<String> = q
+                .dead
+                .iter()
+                .take(count)
+                .map(|(id, _)| id.to_owned())
+                .collect();
+            for id in &victims {
+                q.dead.remove(id);
+                q.data.remove(id);
+                q.reasons.remove(id);
+                q.orphaned.remove(id);
+            }
+            Ok(victims.len())
+        })
+    }
+
+    async fn unregister(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+    ) -> Result<bool, BackendError> {
+        self.op(Operation::Unregister, queue, |q| {
+            if q.inflight.contains_key(consumer.as_str()) {
+                return Ok(false);
+            }
+            q.consumers.remove(consumer.as_str());
+            Ok(true)
+        })
+    }
+}
+
+/// The [`Waiter`] of [`MemoryBackend`]: waits for the queue's event, racing a sleep on
+/// the backend's runtime.
+struct MemoryWaiter {
+    backend: MemoryBackend,
+    queue: QueueName,
+}
+
+#[async_trait]
+impl Waiter for MemoryWaiter {
+    /// A zero `timeout` only checks the signal.
+    async fn wait(&mut self, timeout: Duration) -> Result<bool, BackendError> {
+        let gate = self.backend.gate(Operation::Wait, &self.queue)?;
+        let seen = self.wait_inner(timeout).await;
+        match gate {
+            Gate::Run => Ok(seen),
+            Gate::RunThenFail => Err(injected(Operation::Wait, true)),
+        }
+    }
+}
+
+impl MemoryWaiter {
+    async fn wait_inner(&self, timeout: Duration) -> bool {
+        let (signal, event) = self.backend.signal_and_event(&self.queue);
+        if signal || timeout.is_zero() {
+            return signal;
+        }
+        let mut sleep = self.backend.shared.runtime.sleep(timeout);
+        loop {
+            // Listen before looking, so that a signal set in between is not missed.
+            let listener = event.listen();
+            if self.backend.signal_and_event(&self.queue).0 {
+                return true;
+            }
+            match future::select(listener, &mut sleep).await {
+                Either::Left(((), _)) => continue,
+                Either::Right(((), _)) => return self.backend.signal_and_event(&self.queue).0,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_set_orders_by_score_then_member() {
+        let mut set = SortedSet::default();
+        set.insert("b", 1.0);
+        set.insert("a", 1.0);
+        set.insert("z", -3.0);
+        set.insert("m", 0.5);
+        set.insert("m", 2.0);
+        assert_eq!(
+            set.to_vec(),
+            vec![
+                ("z".into(), -3.0),
+                ("a".into(), 1.0),
+                ("b".into(), 1.0),
+                ("m".into(), 2.0)
+            ]
+        );
+        assert_eq!(set.up_to(1.0, 10), vec!["z", "a", "b"]);
+        assert_eq!(set.up_to(1.0, 2), vec!["z", "a"]);
+        assert_eq!(set.remove("a"), Some(1.0));
+        assert_eq!(set.remove("a"), None);
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.first_score(), Some(-3.0));
+    }
+
+    #[test]
+    fn negative_zero_ties_with_zero() {
+        let mut set = SortedSet::default();
+        set.insert("b", -0.0);
+        set.insert("a", 0.0);
+        assert_eq!(set.up_to(0.0, 10), vec!["a", "b"]);
+        assert!(set.iter().all(|(_, s)| s.is_sign_positive()));
+    }
+
+    #[test]
+    fn infinite_scores_are_ordered() {
+        let mut set = SortedSet::default();
+        set.insert("inf", f64::INFINITY);
+        set.insert("ninf", f64::NEG_INFINITY);
+        set.insert("zero", 0.0);
+        assert_eq!(set.up_to(f64::INFINITY, 10), vec!["ninf", "zero", "inf"]);
+        assert_eq!(set.up_to(f64::NEG_INFINITY, 10), vec!["ninf"]);
+    }
+
+    #[test]
+    fn orphan_reason_names_the_count() {
+        assert!(orphan_kill_reason(3).starts_with("orphaned 3 times: "));
+    }
+}

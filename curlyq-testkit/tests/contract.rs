@@ -1,0 +1,171 @@
+//! The contract checks, run against `MemoryBackend` (and shown to catch a broken backend).
+
+use std::time::Duration;
+
+use curlyq_core::{
+    BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
+    QueueBackend, QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
+};
+use curlyq_testkit::contract::{self, CHECKS};
+use curlyq_testkit::MemoryBackend;
+
+#[tokio::test]
+async fn memory_backend_passes_every_check() {
+    let backend = MemoryBackend::new();
+    let failures = contract::check_backend_all(&backend, "mem:").await;
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn check_backend_passes_and_uses_one_queue_per_check() {
+    let backend = MemoryBackend::new();
+    contract::check_backend(&backend, "{run}:").await.unwrap();
+    let queues = backend.queues();
+    assert_eq!(queues.len(), CHECKS.len());
+    for check in CHECKS {
+        assert!(queues
+            .iter()
+            .any(|q| q.as_str() == format!("{{run}}:{}", check.name)));
+    }
+}
+
+#[test]
+fn check_names_are_unique_and_described() {
+    let mut names: Vec<&str> = CHECKS.iter().map(|c| c.name).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), CHECKS.len());
+    assert!(CHECKS.iter().all(|c| !c.rule.is_empty()));
+}
+
+/// A backend with one bug: `ack` reports success for jobs it does not own (and deletes
+/// them), as a script that forgot the ownership test would.
+struct AckAnything(MemoryBackend);
+
+#[curlyq_core::async_trait]
+impl QueueBackend for AckAnything {
+    async fn push(&self, q: &QueueName, jobs: &[EncodedJob]) -> Result<Vec<bool>, BackendError> {
+        self.0.push(q, jobs).await
+    }
+    async fn schedule(
+        &self,
+        q: &QueueName,
+        jobs: &[ScheduledJob],
+    ) -> Result<Vec<bool>, BackendError> {
+        self.0.schedule(q, jobs).await
+    }
+    async fn register(
+        &self,
+        q: &QueueName,
+        c: &ConsumerId,
+        now: f64,
+        mode: Registration,
+    ) -> Result<bool, BackendError> {
+        self.0.register(q, c, now, mode).await
+    }
+    async fn enqueue_due(
+        &self,
+        q: &QueueName,
+        now: f64,
+        max: usize,
+    ) -> Result<DueReport, BackendError> {
+        self.0.enqueue_due(q, now, max).await
+    }
+    async fn take(
+        &self,
+        q: &QueueName,
+        c: &ConsumerId,
+        max: usize,
+    ) -> Result<Vec<TakenJob>, BackendError> {
+        self.0.take(q, c, max).await
+    }
+    async fn waiter(&self, q: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
+        self.0.waiter(q).await
+    }
+    async fn ack(
+        &self,
+        q: &QueueName,
+        _c: &ConsumerId,
+        ids: &[String],
+    ) -> Result<Vec<bool>, BackendError> {
+        for id in ids {
+            self.0.remove_data(q, id);
+        }
+        Ok(vec![true; ids.len()])
+    }
+    async fn retry(
+        &self,
+        q: &QueueName,
+        c: &ConsumerId,
+        jobs: &[RetryJob],
+    ) -> Result<Vec<bool>, BackendError> {
+        self.0.retry(q, c, jobs).await
+    }
+    async fn kill(
+        &self,
+        q: &QueueName,
+        c: &ConsumerId,
+        jobs: &[KillJob],
+        now: f64,
+    ) -> Result<Vec<bool>, BackendError> {
+        self.0.kill(q, c, jobs, now).await
+    }
+    async fn give_back(
+        &self,
+        q: &QueueName,
+        c: &ConsumerId,
+        ids: &[String],
+    ) -> Result<usize, BackendError> {
+        self.0.give_back(q, c, ids).await
+    }
+    async fn requeue_orphans(
+        &self,
+        q: &QueueName,
+        sweep: OrphanSweep,
+    ) -> Result<OrphanReport, BackendError> {
+        self.0.requeue_orphans(q, sweep).await
+    }
+    async fn trim_dead(&self, q: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
+        self.0.trim_dead(q, trim).await
+    }
+    async fn unregister(&self, q: &QueueName, c: &ConsumerId) -> Result<bool, BackendError> {
+        self.0.unregister(q, c).await
+    }
+}
+
+#[tokio::test]
+async fn a_broken_ack_is_reported_not_panicked() {
+    let backend = AckAnything(MemoryBackend::new());
+    let failures = contract::check_backend_all(&backend, "broken:").await;
+    let ack = failures
+        .iter()
+        .find(|f| f.check == "ack_only_owned")
+        .expect("the ack check must fail");
+    assert_eq!(ack.queue, "broken:ack_only_owned");
+    assert!(ack.message.contains("ack by another consumer"), "{ack}");
+    assert!(ack.to_string().contains("ack_only_owned"));
+    let first = contract::check_backend(&backend, "broken2:")
+        .await
+        .unwrap_err();
+    assert!(failures.iter().any(|f| f.check == first.check));
+}
+
+#[tokio::test]
+async fn an_unavailable_backend_is_reported_with_the_operation() {
+    let backend = MemoryBackend::new();
+    backend.set_unavailable(true);
+    let failure = CHECKS[0].run(&backend, "down:").await.unwrap_err();
+    assert!(failure.message.contains("push failed"), "{failure}");
+    assert!(failure.message.contains("unavailable"), "{failure}");
+}
+
+#[tokio::test]
+async fn each_check_runs_alone() {
+    let backend = MemoryBackend::new();
+    for check in CHECKS {
+        tokio::time::timeout(Duration::from_secs(30), check.run(&backend, "solo:"))
+            .await
+            .expect("check timed out")
+            .unwrap_or_else(|f| panic!("{f}"));
+    }
+}
