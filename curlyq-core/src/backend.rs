@@ -242,7 +242,9 @@ pub trait QueueBackend: Send + Sync + 'static {
     async fn push(&self, queue: &QueueName, jobs: &[EncodedJob])
         -> Result<Vec<bool>, BackendError>;
 
-    /// Stores jobs and adds them to the scheduled set at their times (no signal).
+    /// Stores jobs and adds them to the scheduled set at their times; sets the signal if
+    /// any was new, so that idle consumers wake and their schedulers see the new due time
+    /// (Go CurlyQ sets no signal here; an extra wake-up is harmless to it).
     ///
     /// # Behavior
     /// - Same deduplication as [`push`](Self::push).
@@ -367,7 +369,8 @@ pub trait QueueBackend: Send + Sync + 'static {
     async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError>;
 
     /// Removes a consumer from the consumer set if its in-flight set is empty (clean
-    /// shutdown). Returns whether it was removed.
+    /// shutdown). Returns `false` only when the consumer still holds jobs (then nothing
+    /// changes); a consumer that was not registered is reported `true`.
     async fn unregister(
         &self,
         queue: &QueueName,

@@ -97,12 +97,13 @@ pub enum ProduceError {
         /// What is wrong with the time.
         reason: String,
     },
-    /// The backend failed. The job may or may not have been written: push it again with
-    /// the same ID (the one in this error) to be sure, which cannot create a second job.
-    #[error("could not push job {id:?}: {source}")]
+    /// The backend failed. The jobs may or may not have been written: push them again
+    /// with the same IDs (the ones in this error) to be sure, which cannot create a
+    /// second job.
+    #[error("could not push job(s) {ids:?}: {source}")]
     Backend {
-        /// The ID the job was given (retry with it).
-        id: String,
+        /// The IDs the jobs were given (retry with them).
+        ids: Vec<String>,
         /// The backend's error.
         #[source]
         source: BackendError,

@@ -9,10 +9,11 @@ use crate::error::DecodeError;
 
 /// A unit of work: an ID, opaque bytes for the handler, and the count of failed runs.
 ///
-/// A job with an empty ID gets a fresh UUIDv4 when it is pushed. Give a job its ID
-/// yourself (or keep the one the producer returned) when you may push it again after a
-/// timeout: the second push then reports [`ProduceError::AlreadyExists`] instead of
-/// creating a second job.
+/// [`Job::new`] gives the job a fresh UUIDv4 at once, before any push: a caller that
+/// pushes the same job again after a timeout reuses its ID, and the second push reports
+/// [`ProduceError::AlreadyExists`] instead of creating a second job. Set your own ID
+/// with [`Job::with_id`] to deduplicate by a business key. A job with an empty ID gets
+/// a UUIDv4 when pushed.
 ///
 /// ```
 /// use curlyq_core::Job;
@@ -45,10 +46,10 @@ impl fmt::Debug for Job {
 }
 
 impl Job {
-    /// A new job with the given payload, no ID yet (one is made at push) and attempt 0.
+    /// A new job with the given payload, a fresh UUIDv4 as its ID, and attempt 0.
     pub fn new(data: impl Into<Vec<u8>>) -> Self {
         Job {
-            id: String::new(),
+            id: uuid::Uuid::new_v4().to_string(),
             data: data.into(),
             attempt: 0,
         }

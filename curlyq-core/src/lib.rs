@@ -8,9 +8,14 @@
 //! [`Runtime`]. Most applications use it through the `curlyq` facade crate.
 
 mod backend;
+mod backoff;
+mod consumer;
 mod error;
 mod job;
+mod options;
+mod producer;
 pub mod runtime;
+mod sync;
 
 pub use backend::{
     ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep, QueueBackend,
@@ -19,7 +24,11 @@ pub use backend::{
 pub use error::{
     BackendError, BoxError, ConfigError, ConsumeError, DecodeError, LoopName, ProduceError,
 };
+pub use backoff::{backoff, backoff_bounds};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};
 pub use job::Job;
+pub use options::ConsumerOptions;
+pub use producer::Producer;
 pub use runtime::{unix_seconds, Runtime};
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;

@@ -144,7 +144,7 @@ checks! {
     push_deduplicates_existing_ids: "push leaves an existing ID (active, scheduled, in flight, dead) untouched",
     push_batch_first_duplicate_wins: "two jobs with one ID in a batch: the first wins",
     push_sets_signal: "push sets the signal; wait returns true at once and does not clear it",
-    schedule_deduplicates_without_signal: "schedule stores new jobs only and sets no signal",
+    schedule_deduplicates_and_signals: "schedule stores new jobs only and sets the signal when any is new",
     register_join_and_heartbeat: "Join always registers; Heartbeat refreshes only a registered consumer",
     take_requires_registration: "take by an unregistered consumer fails with NotRegistered and takes nothing",
     take_moves_head_and_clears_signal: "take moves up to max from the head; fewer than max clears the signal",
@@ -440,7 +440,7 @@ async fn push_sets_signal(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
 
 // ---- schedule, register -------------------------------------------------------------
 
-async fn schedule_deduplicates_without_signal(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+async fn schedule_deduplicates_and_signals(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
     let sched = [
         ScheduledJob {
             job: job("s1", "a"),
@@ -456,7 +456,10 @@ async fn schedule_deduplicates_without_signal(b: &dyn QueueBackend, q: &QueueNam
         vec![true, true],
         "schedule of new jobs"
     );
-    ensure!(!signal_is_set(b, q).await?, "schedule set the signal");
+    ensure!(
+        signal_is_set(b, q).await?,
+        "schedule of new jobs did not set the signal (idle consumers must wake to see the new due time)"
+    );
     b.push(q, &jobs(&["p"])).await.ctx("push")?;
     let again = [
         ScheduledJob {

@@ -598,6 +598,10 @@ impl QueueBackend for MemoryBackend {
                 }
                 added.push(new);
             }
+            // Wake idle consumers so their schedulers see the new due time.
+            if added.contains(&true) {
+                q.set_signal();
+            }
             Ok(added)
         })
     }

@@ -168,7 +168,10 @@ fn read_reply(reader: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line)?;
     if line.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     out.extend_from_slice(&line);
     let head = line.first().copied().unwrap_or(b'-');

@@ -1,0 +1,993 @@
+//! The consumer and its five loops: heartbeat, scheduler, custodian, poller, processor.
+//!
+//! The loops are written once against [`QueueBackend`] and [`Runtime`]; they hold no
+//! Redis or runtime details.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use event_listener::Event;
+use futures::future::{AbortHandle, Abortable};
+use futures::FutureExt;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::backend::{
+    ConsumerId, DeadTrim, KillJob, OrphanSweep, QueueBackend, QueueName, Registration, RetryJob,
+    TakenJob, Waiter, MAX_BATCH,
+};
+use crate::backoff::backoff;
+use crate::error::{BackendError, BoxError, ConfigError, ConsumeError, LoopName};
+use crate::job::Job;
+use crate::options::ConsumerOptions;
+use crate::runtime::{unix_seconds, BoxFuture, Runtime};
+use crate::sync::{until, Flag, TaskCount};
+
+/// Builds a [`Consumer`], checking every option. Start with [`Consumer::builder`].
+#[derive(Clone)]
+pub struct ConsumerBuilder {
+    queue: String,
+    options: ConsumerOptions,
+    runtime: Option<Arc<dyn Runtime>>,
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("queue", &self.queue)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.options.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl ConsumerBuilder {
+    setters! {
+        /// See [`ConsumerOptions::job_max_attempts`].
+        job_max_attempts: u32;
+        /// See [`ConsumerOptions::job_max_backoff`].
+        job_max_backoff: Duration;
+        /// See [`ConsumerOptions::shutdown_grace_period`].
+        shutdown_grace_period: Duration;
+        /// See [`ConsumerOptions::custodian_consumer_timeout`].
+        custodian_consumer_timeout: Duration;
+        /// See [`ConsumerOptions::custodian_max_attempts`].
+        custodian_max_attempts: u32;
+        /// See [`ConsumerOptions::custodian_max_backoff`].
+        custodian_max_backoff: Duration;
+        /// See [`ConsumerOptions::custodian_max_jobs`].
+        custodian_max_jobs: usize;
+        /// See [`ConsumerOptions::custodian_poll_interval`].
+        custodian_poll_interval: Duration;
+        /// See [`ConsumerOptions::heartbeat_max_attempts`].
+        heartbeat_max_attempts: u32;
+        /// See [`ConsumerOptions::heartbeat_max_backoff`].
+        heartbeat_max_backoff: Duration;
+        /// See [`ConsumerOptions::heartbeat_interval`].
+        heartbeat_interval: Duration;
+        /// See [`ConsumerOptions::poller_buffer_size`].
+        poller_buffer_size: usize;
+        /// See [`ConsumerOptions::poller_max_attempts`].
+        poller_max_attempts: u32;
+        /// See [`ConsumerOptions::poller_max_backoff`].
+        poller_max_backoff: Duration;
+        /// See [`ConsumerOptions::poller_poll_duration`].
+        poller_poll_duration: Duration;
+        /// See [`ConsumerOptions::processor_concurrency`].
+        processor_concurrency: usize;
+        /// See [`ConsumerOptions::processor_max_attempts`].
+        processor_max_attempts: u32;
+        /// See [`ConsumerOptions::processor_max_backoff`].
+        processor_max_backoff: Duration;
+        /// See [`ConsumerOptions::scheduler_max_attempts`].
+        scheduler_max_attempts: u32;
+        /// See [`ConsumerOptions::scheduler_max_backoff`].
+        scheduler_max_backoff: Duration;
+        /// See [`ConsumerOptions::scheduler_max_jobs`].
+        scheduler_max_jobs: usize;
+        /// See [`ConsumerOptions::scheduler_poll_interval`].
+        scheduler_poll_interval: Duration;
+        /// See [`ConsumerOptions::max_orphan_requeues`].
+        max_orphan_requeues: u32;
+        /// See [`ConsumerOptions::dead_max_jobs`].
+        dead_max_jobs: usize;
+        /// See [`ConsumerOptions::dead_max_age`].
+        dead_max_age: Duration;
+    }
+
+    /// Same as [`processor_concurrency`](Self::processor_concurrency).
+    pub fn concurrency(self, handlers: usize) -> Self {
+        self.processor_concurrency(handlers)
+    }
+
+    /// Replaces every option at once.
+    pub fn options(mut self, options: ConsumerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs the loops on `runtime` (by default the runtime enabled by a feature).
+    pub fn runtime(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Checks the options and builds the consumer on `backend`.
+    pub fn build(self, backend: Arc<dyn QueueBackend>) -> Result<Consumer, ConfigError> {
+        let queue = QueueName::new(self.queue)?;
+        self.options.validate()?;
+        let runtime = self
+            .runtime
+            .or_else(crate::runtime::default_runtime)
+            .ok_or(ConfigError::NoRuntime)?;
+        Ok(Consumer {
+            shared: Arc::new(Shared {
+                backend,
+                runtime,
+                queue,
+                opts: self.options,
+                stats: Stats::default(),
+            }),
+        })
+    }
+}
+
+/// Counters of what a consumer did, since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// Jobs whose handler succeeded and whose ack was recorded.
+    pub succeeded: u64,
+    /// Failed jobs scheduled for another run.
+    pub retried: u64,
+    /// Jobs moved to the dead set (failures past max attempts, undecodable or missing
+    /// data).
+    pub killed: u64,
+    /// Outcomes (ack, retry, kill) that found the job no longer owned by this consumer
+    /// (it had been reaped; the job may run again elsewhere). They changed nothing.
+    pub not_owned: u64,
+    /// Taken jobs given back to the queue unstarted (at shutdown) or cancelled.
+    pub given_back: u64,
+    /// Times the consumer found itself reaped and rejoined under a fresh ID.
+    pub rejoined: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    succeeded: AtomicU64,
+    retried: AtomicU64,
+    killed: AtomicU64,
+    not_owned: AtomicU64,
+    given_back: AtomicU64,
+    rejoined: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+struct Shared {
+    backend: Arc<dyn QueueBackend>,
+    runtime: Arc<dyn Runtime>,
+    queue: QueueName,
+    opts: ConsumerOptions,
+    stats: Stats,
+}
+
+/// Runs jobs from one queue: five loops (heartbeat, scheduler, custodian, poller,
+/// processor) around your handler.
+///
+/// ```
+/// # async fn demo(backend: std::sync::Arc<dyn curlyq_core::QueueBackend>) -> Result<(), Box<dyn std::error::Error>> {
+/// use curlyq_core::{Consumer, Job};
+///
+/// let consumer = Consumer::builder("emails").concurrency(10).build(backend)?;
+/// let shutdown = async { /* e.g. a ctrl-c or SIGTERM future */ };
+/// consumer
+///     .run(
+///         |job: Job| async move {
+///             println!("sending {}", String::from_utf8_lossy(&job.data));
+///             Ok::<(), std::io::Error>(())
+///         },
+///         shutdown,
+///     )
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Consumer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.shared.queue)
+            .field("options", &self.shared.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+type DynHandler = Arc<dyn Fn(Job) -> BoxFuture<Result<(), BoxError>> + Send + Sync>;
+
+impl Consumer {
+    /// A builder for a consumer of `queue`, with Go CurlyQ's defaults.
+    pub fn builder(queue: impl Into<String>) -> ConsumerBuilder {
+        ConsumerBuilder {
+            queue: queue.into(),
+            options: ConsumerOptions::default(),
+            runtime: None,
+        }
+    }
+
+    /// The queue's name.
+    pub fn queue(&self) -> &QueueName {
+        &self.shared.queue
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ConsumerOptions {
+        &self.shared.opts
+    }
+
+    /// What this consumer did so far.
+    pub fn stats(&self) -> ConsumerStats {
+        let s = &self.shared.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ConsumerStats {
+            succeeded: get(&s.succeeded),
+            retried: get(&s.retried),
+            killed: get(&s.killed),
+            not_owned: get(&s.not_owned),
+            given_back: get(&s.given_back),
+            rejoined: get(&s.rejoined),
+        }
+    }
+
+    /// Runs jobs with `handler` until `shutdown` completes, then shuts down gracefully:
+    /// stops taking jobs, gives back taken-but-unstarted ones, lets running handlers
+    /// finish within the grace period (heartbeating until the last one ends), and
+    /// returns.
+    ///
+    /// A handler that returns an error or panics is retried with exponential backoff
+    /// until the job's max attempts, then killed into the dead set.
+    ///
+    /// # Errors
+    /// - [`ConsumeError::Startup`] if the first registration fails (Redis unreachable).
+    /// - [`ConsumeError::LoopAborted`] if a loop reached its max attempts.
+    /// - [`ConsumeError::ShutdownTimeout`] if handlers outlived the grace period (they
+    ///   were cancelled and their jobs given back without counting an attempt).
+    pub async fn run<H, Fut, E>(
+        &self,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ConsumeError>
+    where
+        H: Fn(Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let handler: DynHandler = Arc::new(move |job| {
+            let fut = handler(job);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        let live = Live::new(self.shared.clone());
+        live.start(handler).await?;
+        until(live.stopping.wait(), shutdown).await;
+        live.shutdown().await
+    }
+
+    /// [`run`](Self::run) until the process receives ctrl-c (SIGINT).
+    #[cfg(feature = "tokio")]
+    pub async fn run_until_ctrl_c<H, Fut, E>(&self, handler: H) -> Result<(), ConsumeError>
+    where
+        H: Fn(Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.run(handler, async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                // No signal handler could be installed: run until stopped otherwise.
+                futures::future::pending::<()>().await;
+            }
+        })
+        .await
+    }
+}
+
+/// A taken job and the consumer ID it was taken under (acks go to that ID's set).
+struct Delivery {
+    consumer: ConsumerId,
+    taken: TakenJob,
+}
+
+/// What to record when a job's run ended.
+enum Outcome {
+    Ack(String),
+    Retry(RetryJob),
+    Kill(KillJob),
+}
+
+/// The state of one `run`.
+struct Live {
+    shared: Arc<Shared>,
+    id: Mutex<ConsumerId>,
+    rejoin: futures::lock::Mutex<()>,
+    /// Set when shutdown begins (or a loop aborts): stop taking jobs.
+    stopping: Flag,
+    /// Set when no handler runs any more: the heartbeat may stop.
+    handlers_done: Flag,
+    abort: Mutex<Option<ConsumeError>>,
+    /// Set when a fatal error stops the consumer.
+    aborted: Flag,
+    tx: Sender<Delivery>,
+    rx: Receiver<Delivery>,
+    space: Event,
+    /// Notified when the poller sees the signal: a newly scheduled job may be due
+    /// sooner than the scheduler's next wake-up.
+    nudge: Event,
+    leftovers: Mutex<Vec<Delivery>>,
+    running: Mutex<HashMap<u64, AbortHandle>>,
+    next_token: AtomicU64,
+    loops: Arc<TaskCount>,
+    workers: Arc<TaskCount>,
+    heartbeat: Arc<TaskCount>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these short locks cannot leave the data inconsistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Marks a counted task finished when dropped (even if the task panicked).
+struct Finished(Arc<TaskCount>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// Consecutive-failure accounting of one loop.
+struct LoopBackoff {
+    name: LoopName,
+    max_attempts: u32,
+    max_backoff: Duration,
+    attempts: u32,
+}
+
+impl LoopBackoff {
+    fn new(name: LoopName, max_attempts: u32, max_backoff: Duration) -> Self {
+        LoopBackoff {
+            name,
+            max_attempts,
+            max_backoff,
+            attempts: 0,
+        }
+    }
+
+    fn ok(&mut self) {
+        self.attempts = 0;
+    }
+
+    /// Records a failure: the delay before the next attempt, or the error that stops the
+    /// consumer when the loop reached its max attempts.
+    fn failed(&mut self, err: BackendError) -> Result<Duration, ConsumeError> {
+        self.attempts = self.attempts.saturating_add(1);
+        warn!(loop = %self.name, attempt = self.attempts, error = %err, "curlyq loop step failed");
+        if self.max_attempts > 0 && self.attempts >= self.max_attempts {
+            return Err(ConsumeError::LoopAborted {
+                name: self.name,
+                attempts: self.attempts,
+                last_error: err,
+            });
+        }
+        Ok(backoff(self.attempts, self.max_backoff))
+    }
+}
+
+impl Live {
+    fn new(shared: Arc<Shared>) -> Arc<Self> {
+        let (tx, rx) = async_channel::bounded(shared.opts.poller_buffer_size);
+        Arc::new(Live {
+            shared,
+            id: Mutex::new(ConsumerId::random()),
+            rejoin: futures::lock::Mutex::new(()),
+            stopping: Flag::default(),
+            handlers_done: Flag::default(),
+            abort: Mutex::new(None),
+            aborted: Flag::default(),
+            tx,
+            rx,
+            space: Event::new(),
+            nudge: Event::new(),
+            leftovers: Mutex::new(Vec::new()),
+            running: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+            loops: Arc::default(),
+            workers: Arc::default(),
+            heartbeat: Arc::default(),
+        })
+    }
+
+    fn backend(&self) -> &dyn QueueBackend {
+        &*self.shared.backend
+    }
+
+    fn queue(&self) -> &QueueName {
+        &self.shared.queue
+    }
+
+    fn opts(&self) -> &ConsumerOptions {
+        &self.shared.opts
+    }
+
+    fn now(&self) -> f64 {
+        unix_seconds(self.shared.runtime.now())
+    }
+
+    fn sleep(&self, d: Duration) -> BoxFuture<()> {
+        self.shared.runtime.sleep(d)
+    }
+
+    fn current(&self) -> ConsumerId {
+        lock(&self.id).clone()
+    }
+
+    fn spawn(&self, count: &Arc<TaskCount>, task: impl Future<Output = ()> + Send + 'static) {
+        count.start();
+        let guard = Finished(count.clone());
+        self.shared.runtime.spawn(Box::pin(async move {
+            let _guard = guard;
+            task.await;
+        }));
+    }
+
+    /// Records the first fatal error and starts shutdown.
+    fn abort(&self, err: ConsumeError) {
+        error!(queue = %self.queue(), error = %err, "curlyq consumer stopping");
+        lock(&self.abort).get_or_insert(err);
+        self.aborted.set();
+        self.stopping.set();
+    }
+
+    async fn start(self: &Arc<Self>, handler: DynHandler) -> Result<(), ConsumeError> {
+        let id = self.current();
+        self.backend()
+            .register(self.queue(), &id, self.now(), Registration::Join)
+            .await
+            .map_err(ConsumeError::Startup)?;
+        info!(queue = %self.queue(), consumer = %id, "curlyq consumer started");
+        self.spawn(&self.heartbeat, self.clone().heartbeat_loop());
+        self.spawn(&self.loops, self.clone().scheduler_loop());
+        self.spawn(&self.loops, self.clone().custodian_loop());
+        self.spawn(&self.loops, self.clone().poller_loop());
+        for _ in 0..self.opts().processor_concurrency {
+            self.spawn(&self.workers, self.clone().worker(handler.clone()));
+        }
+        Ok(())
+    }
+
+    async fn shutdown(self: &Arc<Self>) -> Result<(), ConsumeError> {
+        info!(queue = %self.queue(), "curlyq consumer shutting down");
+        let grace = self.opts().shutdown_grace_period;
+        let grace_timer = (!grace.is_zero()).then(|| self.sleep(grace));
+        self.stopping.set();
+        self.loops.idle().await;
+        self.give_back_unstarted().await;
+
+        let mut cancelled = None;
+        match grace_timer {
+            None => self.workers.idle().await,
+            Some(timer) => {
+                if until(timer, self.workers.idle()).await.is_none() {
+                    let handles: Vec<AbortHandle> =
+                        lock(&self.running).drain().map(|(_, h)| h).collect();
+                    warn!(queue = %self.queue(), running = handles.len(),
+                        "curlyq shutdown grace period passed; cancelling handlers");
+                    for h in &handles {
+                        h.abort();
+                    }
+                    cancelled = Some(handles.len());
+                    self.workers.idle().await;
+                }
+            }
+        }
+        self.give_back_unstarted().await;
+        self.handlers_done.set();
+        self.heartbeat.idle().await;
+
+        let id = self.current();
+        match self.backend().unregister(self.queue(), &id).await {
+            Ok(removed) => debug!(consumer = %id, removed, "curlyq consumer unregistered"),
+            Err(e) => debug!(consumer = %id, error = %e, "curlyq unregister failed"),
+        }
+        info!(queue = %self.queue(), "curlyq consumer stopped");
+        if let Some(err) = lock(&self.abort).take() {
+            return Err(err);
+        }
+        match cancelled {
+            Some(cancelled) => Err(ConsumeError::ShutdownTimeout { grace, cancelled }),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a fresh consumer ID after finding `stale` reaped (unless already done).
+    async fn rejoin(&self, stale: &ConsumerId) -> Result<(), BackendError> {
+        let _serial = self.rejoin.lock().await;
+        if self.current() != *stale {
+            return Ok(());
+        }
+        let fresh = ConsumerId::random();
+        self.backend()
+            .register(self.queue(), &fresh, self.now(), Registration::Join)
+            .await?;
+        warn!(queue = %self.queue(), old = %stale, new = %fresh,
+            "curlyq consumer was reaped (missed heartbeats); rejoined under a new ID. \
+             Jobs it was running may run again elsewhere; their outcomes are ignored");
+        *lock(&self.id) = fresh;
+        bump(&self.shared.stats.rejoined, 1);
+        Ok(())
+    }
+
+    // ----- heartbeat -----
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let o = self.opts();
+        let mut bo = LoopBackoff::new(
+            LoopName::Heartbeat,
+            o.heartbeat_max_attempts,
+            o.heartbeat_max_backoff,
+        );
+        let mut delay = o.heartbeat_interval;
+        loop {
+            if until(self.handlers_done.wait(), self.sleep(delay))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            let id = self.current();
+            let step = match self
+                .backend()
+                .register(self.queue(), &id, self.now(), Registration::Heartbeat)
+                .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => self.rejoin(&id).await,
+                Err(e) => Err(e),
+            };
+            delay = match step {
+                Ok(()) => {
+                    bo.ok();
+                    o.heartbeat_interval
+                }
+                Err(e) => match bo.failed(e) {
+                    Ok(d) => d,
+                    Err(fatal) => return self.abort(fatal),
+                },
+            };
+        }
+    }
+
+    // ----- scheduler -----
+
+    async fn scheduler_loop(self: Arc<Self>) {
+        let o = self.opts();
+        let mut bo = LoopBackoff::new(
+            LoopName::Scheduler,
+            o.scheduler_max_attempts,
+            o.scheduler_max_backoff,
+        );
+        while !self.stopping.is_set() {
+            let nudged = self.nudge.listen();
+            let now = self.now();
+            let delay = match self
+                .backend()
+                .enqueue_due(self.queue(), now, o.scheduler_max_jobs)
+                .await
+            {
+                Ok(report) => {
+                    bo.ok();
+                    if report.moved > 0 {
+                        debug!(queue = %self.queue(), moved = report.moved, "curlyq scheduled jobs due");
+                    }
+                    if report.moved >= o.scheduler_max_jobs {
+                        continue;
+                    }
+                    // Wake at the earliest due time, bounded by the poll interval.
+                    match report.next_due {
+                        Some(next) if next - now < o.scheduler_poll_interval.as_secs_f64() => {
+                            Duration::from_secs_f64((next - now).max(0.001))
+                        }
+                        _ => o.scheduler_poll_interval,
+                    }
+                }
+                Err(e) => match bo.failed(e) {
+                    Ok(d) => d,
+                    Err(fatal) => return self.abort(fatal),
+                },
+            };
+            let wake = futures::future::select(self.sleep(delay), nudged);
+            if until(self.stopping.wait(), wake).await.is_none() {
+                return;
+            }
+        }
+    }
+
+    // ----- custodian -----
+
+    async fn custodian_loop(self: Arc<Self>) {
+        let o = self.opts();
+        let mut bo = LoopBackoff::new(
+            LoopName::Custodian,
+            o.custodian_max_attempts,
+            o.custodian_max_backoff,
+        );
+        while !self.stopping.is_set() {
+            let delay = match self.custodian_step().await {
+                Ok(true) => continue,
+                Ok(false) => {
+                    bo.ok();
+                    o.custodian_poll_interval
+                }
+                Err(e) => match bo.failed(e) {
+                    Ok(d) => d,
+                    Err(fatal) => return self.abort(fatal),
+                },
+            };
+            if until(self.stopping.wait(), self.sleep(delay))
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
+    }
+
+    /// One sweep; `Ok(true)` when it hit its limit and should run again at once.
+    async fn custodian_step(&self) -> Result<bool, BackendError> {
+        let o = self.opts();
+        let now = self.now();
+        let expiry = (o.heartbeat_interval + o.custodian_consumer_timeout).as_secs_f64();
+        let report = self
+            .backend()
+            .requeue_orphans(
+                self.queue(),
+                OrphanSweep {
+                    expired_before: now - expiry,
+                    max_jobs: o.custodian_max_jobs,
+                    max_orphan_requeues: o.max_orphan_requeues,
+                    now,
+                },
+            )
+            .await?;
+        if report.requeued + report.killed + report.consumers_removed > 0 {
+            info!(queue = %self.queue(), requeued = report.requeued, killed = report.killed,
+                consumers_removed = report.consumers_removed, "curlyq recovered orphaned jobs");
+        }
+        let trim = DeadTrim {
+            killed_before: now - o.dead_max_age.as_secs_f64(),
+            keep_at_most: o.dead_max_jobs,
+            max_jobs: MAX_BATCH,
+        };
+        while self.backend().trim_dead(self.queue(), trim).await? >= MAX_BATCH {
+            if self.stopping.is_set() {
+                break;
+            }
+        }
+        Ok(report.requeued + report.killed >= o.custodian_max_jobs)
+    }
+
+    // ----- poller -----
+
+    async fn poller_loop(self: Arc<Self>) {
+        let o = self.opts();
+        let capacity = o.poller_buffer_size;
+        let mut bo = LoopBackoff::new(LoopName::Poller, o.poller_max_attempts, o.poller_max_backoff);
+        let mut waiter: Option<Box<dyn Waiter>> = None;
+        while !self.stopping.is_set() {
+            let free = capacity.saturating_sub(self.tx.len());
+            if free == 0 {
+                let listener = self.space.listen();
+                if capacity.saturating_sub(self.tx.len()) == 0 {
+                    until(self.stopping.wait(), listener).await;
+                }
+                continue;
+            }
+            let step = self.poll_once(free, &mut waiter).await;
+            let delay = match step {
+                Ok(()) => {
+                    bo.ok();
+                    continue;
+                }
+                Err(e) => {
+                    waiter = None;
+                    match bo.failed(e) {
+                        Ok(d) => d,
+                        Err(fatal) => return self.abort(fatal),
+                    }
+                }
+            };
+            until(self.stopping.wait(), self.sleep(delay)).await;
+        }
+    }
+
+    /// Takes up to `free` jobs into the buffer; when fewer came, waits for the signal
+    /// (at most the poll duration: a take follows every timeout, so a lost signal only
+    /// delays jobs).
+    async fn poll_once(
+        &self,
+        free: usize,
+        waiter: &mut Option<Box<dyn Waiter>>,
+    ) -> Result<(), BackendError> {
+        let id = self.current();
+        let taken = match self.backend().take(self.queue(), &id, free).await {
+            Ok(taken) => taken,
+            Err(BackendError::NotRegistered { .. }) => return self.rejoin(&id).await,
+            Err(e) => return Err(e),
+        };
+        let n = taken.len();
+        for job in taken {
+            let delivery = Delivery {
+                consumer: id.clone(),
+                taken: job,
+            };
+            // Only the poller sends and it sent no more than the free room, so this
+            // does not wait; the channel is never closed.
+            if let Err(e) = self.tx.send(delivery).await {
+                lock(&self.leftovers).push(e.into_inner());
+            }
+        }
+        if n >= free || self.stopping.is_set() {
+            return Ok(());
+        }
+        let w = match waiter {
+            Some(w) => w,
+            None => waiter.insert(self.backend().waiter(self.queue()).await?),
+        };
+        let poll = self.opts().poller_poll_duration;
+        match until(self.stopping.wait(), w.wait(poll)).await {
+            Some(Err(e)) => Err(e),
+            Some(Ok(true)) => {
+                // Producers set the signal when they schedule too: let the scheduler
+                // look again, in case the new job is due before its next wake-up.
+                self.nudge.notify(1);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives back every taken job that no handler started.
+    async fn give_back_unstarted(&self) {
+        let mut jobs = std::mem::take(&mut *lock(&self.leftovers));
+        while let Ok(d) = self.rx.try_recv() {
+            jobs.push(d);
+        }
+        self.give_back(jobs).await;
+    }
+
+    async fn give_back(&self, jobs: Vec<Delivery>) {
+        let mut by_consumer: HashMap<ConsumerId, Vec<String>> = HashMap::new();
+        for d in jobs {
+            by_consumer.entry(d.consumer).or_default().push(d.taken.id);
+        }
+        for (consumer, ids) in by_consumer {
+            for chunk in ids.chunks(MAX_BATCH) {
+                let mut tries = 0;
+                loop {
+                    match self.backend().give_back(self.queue(), &consumer, chunk).await {
+                        Ok(n) => {
+                            bump(&self.shared.stats.given_back, n as u64);
+                            debug!(queue = %self.queue(), given_back = n, "curlyq gave back unstarted jobs");
+                            break;
+                        }
+                        Err(e) if tries < 3 => {
+                            tries += 1;
+                            warn!(error = %e, attempt = tries, "curlyq give back failed; retrying");
+                            self.sleep(backoff(tries, Duration::from_secs(2))).await;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, jobs = chunk.len(),
+                                "curlyq could not give jobs back; the custodian will requeue them once this consumer's heartbeat expires");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- processor -----
+
+    async fn worker(self: Arc<Self>, handler: DynHandler) {
+        loop {
+            let delivery = match until(self.stopping.wait(), self.rx.recv()).await {
+                Some(Ok(d)) => d,
+                _ => return,
+            };
+            self.space.notify(1);
+            if self.stopping.is_set() {
+                lock(&self.leftovers).push(delivery);
+                return;
+            }
+            self.process(delivery, &handler).await;
+        }
+    }
+
+    async fn process(&self, delivery: Delivery, handler: &DynHandler) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (handle, registration) = AbortHandle::new_pair();
+        lock(&self.running).insert(token, handle);
+        let consumer = delivery.consumer.clone();
+        let id = delivery.taken.id.clone();
+        let result = Abortable::new(self.execute(delivery, handler), registration).await;
+        lock(&self.running).remove(&token);
+        if result.is_err() {
+            // Cancelled at the end of the grace period: give the job back without
+            // counting an attempt.
+            self.give_back(vec![Delivery {
+                consumer,
+                taken: TakenJob { id, data: None },
+            }])
+            .await;
+        }
+    }
+
+    async fn execute(&self, delivery: Delivery, handler: &DynHandler) {
+        let Delivery { consumer, taken } = delivery;
+        let TakenJob { id, data } = taken;
+        let job = match data.as_deref().map(Job::decode) {
+            None => {
+                let reason = "job data missing: the ID was in the active list but the data hash has no field for it".to_string();
+                warn!(queue = %self.queue(), job_id = %id, "{reason}");
+                let kill = KillJob { id, data: None, reason };
+                return self.finish(&consumer, Outcome::Kill(kill)).await;
+            }
+            Some(Err(e)) => {
+                let reason = format!("undecodable job data (kept as stored): {e}");
+                warn!(queue = %self.queue(), job_id = %id, "{reason}");
+                let kill = KillJob { id, data: None, reason };
+                return self.finish(&consumer, Outcome::Kill(kill)).await;
+            }
+            Some(Ok(mut job)) => {
+                if job.id != id {
+                    warn!(queue = %self.queue(), job_id = %id, stored_id = %job.id,
+                        "curlyq job's stored ID differs from its key; using the key");
+                    job.id = id;
+                }
+                job
+            }
+        };
+        let span = info_span!("job", queue = %self.queue(), job_id = %job.id, attempt = job.attempt);
+        let outcome = run_handler(handler, job.clone()).instrument(span.clone()).await;
+        let outcome = match outcome {
+            Ok(()) => Outcome::Ack(job.id),
+            Err(reason) => {
+                let mut next = job;
+                let attempt = next.attempt;
+                next.attempt = attempt.saturating_add(1);
+                if attempt < self.opts().job_max_attempts {
+                    let delay = backoff(attempt, self.opts().job_max_backoff);
+                    span.in_scope(|| debug!(error = %reason, retry_in = ?delay, "curlyq job failed; retrying"));
+                    Outcome::Retry(RetryJob {
+                        data: next.encode(),
+                        id: next.id,
+                        at: self.now() + delay.as_secs_f64(),
+                    })
+                } else {
+                    span.in_scope(|| warn!(error = %reason, "curlyq job failed for the last time; killed"));
+                    Outcome::Kill(KillJob {
+                        data: Some(next.encode()),
+                        id: next.id,
+                        reason,
+                    })
+                }
+            }
+        };
+        self.finish(&consumer, outcome).instrument(span).await;
+    }
+
+    /// Records a job's outcome, retrying with backoff (each operation is idempotent:
+    /// it acts only if the job is still owned).
+    async fn finish(&self, consumer: &ConsumerId, outcome: Outcome) {
+        let o = self.opts();
+        let mut bo = LoopBackoff::new(
+            LoopName::Processor,
+            o.processor_max_attempts,
+            o.processor_max_backoff,
+        );
+        let stats = &self.shared.stats;
+        loop {
+            let (result, counter) = match &outcome {
+                Outcome::Ack(id) => (
+                    self.backend()
+                        .ack(self.queue(), consumer, std::slice::from_ref(id))
+                        .await,
+                    &stats.succeeded,
+                ),
+                Outcome::Retry(job) => (
+                    self.backend()
+                        .retry(self.queue(), consumer, std::slice::from_ref(job))
+                        .await,
+                    &stats.retried,
+                ),
+                Outcome::Kill(job) => (
+                    self.backend()
+                        .kill(self.queue(), consumer, std::slice::from_ref(job), self.now())
+                        .await,
+                    &stats.killed,
+                ),
+            };
+            match result {
+                Ok(owned) => {
+                    if owned.first().copied().unwrap_or(false) {
+                        bump(counter, 1);
+                        if matches!(outcome, Outcome::Retry(_)) {
+                            // The retry may be due before the scheduler's next wake-up.
+                            self.nudge.notify(1);
+                        }
+                    } else {
+                        bump(&stats.not_owned, 1);
+                        warn!(queue = %self.queue(), consumer = %consumer,
+                            "curlyq job outcome ignored: the job is no longer owned by this consumer (it was reaped; the job may run again)");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let delay = match bo.failed(e) {
+                        Ok(d) => d,
+                        Err(fatal) => return self.abort(fatal),
+                    };
+                    // After a fatal error elsewhere the consumer is going away: stop
+                    // retrying and leave the job in flight. It is not lost: once this
+                    // consumer's heartbeat expires a custodian requeues it.
+                    if until(self.aborted.wait(), self.sleep(delay)).await.is_none() {
+                        warn!(queue = %self.queue(), consumer = %consumer,
+                            "curlyq consumer stopping after a fatal error; a job outcome was not recorded and the job will run again");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs the handler, turning an error or a panic into a reason string.
+async fn run_handler(handler: &DynHandler, job: Job) -> Result<(), String> {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(job))) {
+        Ok(fut) => fut,
+        Err(panic) => return Err(format!("handler panicked: {}", panic_message(&*panic))),
+    };
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("handler error: {e}")),
+        Err(panic) => Err(format!("handler panicked: {}", panic_message(&*panic))),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}

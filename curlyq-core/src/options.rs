@@ -1,0 +1,201 @@
+//! Consumer options: Go CurlyQ's, with its defaults and minimums, and a few new ones.
+
+use std::time::Duration;
+
+use crate::backend::MAX_BATCH;
+use crate::error::ConfigError;
+
+/// Every option of a consumer. [`Default`] gives Go CurlyQ's defaults; set options
+/// through [`ConsumerBuilder`](crate::ConsumerBuilder), which checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerOptions {
+    /// A failed job whose attempt count is below this is retried, otherwise killed.
+    /// Default 20 (so up to 21 runs, as in Go). 0 kills a job at its first failure.
+    pub job_max_attempts: u32,
+    /// The longest delay between two runs of a failing job. Default 1 week.
+    pub job_max_backoff: Duration,
+    /// How long shutdown waits for running handlers; 0 waits forever. Default 0.
+    pub shutdown_grace_period: Duration,
+    /// How long after a missed heartbeat a consumer counts as dead. Default 1 min, min 5 s.
+    pub custodian_consumer_timeout: Duration,
+    /// Consecutive failures before the custodian aborts the consumer; 0 = never. Default 0.
+    pub custodian_max_attempts: u32,
+    /// The custodian's longest delay between failed attempts. Default 30 s.
+    pub custodian_max_backoff: Duration,
+    /// Most orphaned jobs recovered per sweep. Default 50, max 1000.
+    pub custodian_max_jobs: usize,
+    /// How often the custodian sweeps. Default 1 min.
+    pub custodian_poll_interval: Duration,
+    /// Consecutive failures before the heartbeat aborts the consumer; 0 = never. Default 0.
+    pub heartbeat_max_attempts: u32,
+    /// The heartbeat's longest delay between failed attempts. Default 30 s.
+    pub heartbeat_max_backoff: Duration,
+    /// How often the consumer heartbeats. Default 1 min, min 15 s.
+    pub heartbeat_interval: Duration,
+    /// How many taken jobs wait locally for a free handler. Default 10, max 1000.
+    pub poller_buffer_size: usize,
+    /// Consecutive failures before the poller aborts the consumer; 0 = never. Default 0.
+    pub poller_max_attempts: u32,
+    /// The poller's longest delay between failed attempts. Default 30 s.
+    pub poller_max_backoff: Duration,
+    /// How long one blocking wait for new jobs lasts. Default 5 s, min 1 s.
+    pub poller_poll_duration: Duration,
+    /// How many handlers run at once. Default 5.
+    pub processor_concurrency: usize,
+    /// Consecutive failures to record one job's outcome (ack, retry, kill) before the
+    /// consumer aborts; 0 = keep trying. Default 0. (New: Go aborts at the first failure.)
+    pub processor_max_attempts: u32,
+    /// The longest delay between attempts to record an outcome. Default 30 s.
+    pub processor_max_backoff: Duration,
+    /// Consecutive failures before the scheduler aborts the consumer; 0 = never. Default 0.
+    pub scheduler_max_attempts: u32,
+    /// The scheduler's longest delay between failed attempts. Default 30 s.
+    pub scheduler_max_backoff: Duration,
+    /// Most due jobs moved per step. Default 50, max 1000.
+    pub scheduler_max_jobs: usize,
+    /// The scheduler's longest sleep; it wakes earlier when a job is due. Default 5 s.
+    pub scheduler_poll_interval: Duration,
+    /// A job whose consumer was reaped this many times while holding it is killed (it
+    /// probably crashes its process); 0 = never. Default 3. (New.)
+    pub max_orphan_requeues: u32,
+    /// At most this many jobs are kept in the dead set. Default 10,000. (New.)
+    pub dead_max_jobs: usize,
+    /// Dead jobs older than this are removed. Default 180 days. (New.)
+    pub dead_max_age: Duration,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const BACKOFF: Duration = Duration::from_secs(30);
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            job_max_attempts: 20,
+            job_max_backoff: Duration::from_secs(7 * 24 * 3600),
+            shutdown_grace_period: Duration::ZERO,
+            custodian_consumer_timeout: MINUTE,
+            custodian_max_attempts: 0,
+            custodian_max_backoff: BACKOFF,
+            custodian_max_jobs: 50,
+            custodian_poll_interval: MINUTE,
+            heartbeat_max_attempts: 0,
+            heartbeat_max_backoff: BACKOFF,
+            heartbeat_interval: MINUTE,
+            poller_buffer_size: 10,
+            poller_max_attempts: 0,
+            poller_max_backoff: BACKOFF,
+            poller_poll_duration: Duration::from_secs(5),
+            processor_concurrency: 5,
+            processor_max_attempts: 0,
+            processor_max_backoff: BACKOFF,
+            scheduler_max_attempts: 0,
+            scheduler_max_backoff: BACKOFF,
+            scheduler_max_jobs: 50,
+            scheduler_poll_interval: Duration::from_secs(5),
+            max_orphan_requeues: 3,
+            dead_max_jobs: 10_000,
+            dead_max_age: Duration::from_secs(180 * 24 * 3600),
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// Checks every option, returning the first one out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let min = |option, given: Duration, min: Duration| {
+            if given < min {
+                Err(ConfigError::BelowMinimum { option, given, min })
+            } else {
+                Ok(())
+            }
+        };
+        let nonzero = |option, given: Duration| min(option, given, Duration::from_millis(1));
+        let count = |option, given: usize, max: usize| {
+            if given == 0 {
+                Err(ConfigError::Zero { option })
+            } else if given > max {
+                Err(ConfigError::TooLarge { option, given, max })
+            } else {
+                Ok(())
+            }
+        };
+        nonzero("job_max_backoff", self.job_max_backoff)?;
+        min(
+            "custodian_consumer_timeout",
+            self.custodian_consumer_timeout,
+            Duration::from_secs(5),
+        )?;
+        nonzero("custodian_max_backoff", self.custodian_max_backoff)?;
+        count("custodian_max_jobs", self.custodian_max_jobs, MAX_BATCH)?;
+        nonzero("custodian_poll_interval", self.custodian_poll_interval)?;
+        nonzero("heartbeat_max_backoff", self.heartbeat_max_backoff)?;
+        min(
+            "heartbeat_interval",
+            self.heartbeat_interval,
+            Duration::from_secs(15),
+        )?;
+        count("poller_buffer_size", self.poller_buffer_size, MAX_BATCH)?;
+        nonzero("poller_max_backoff", self.poller_max_backoff)?;
+        min(
+            "poller_poll_duration",
+            self.poller_poll_duration,
+            Duration::from_secs(1),
+        )?;
+        count("processor_concurrency", self.processor_concurrency, 100_000)?;
+        nonzero("processor_max_backoff", self.processor_max_backoff)?;
+        nonzero("scheduler_max_backoff", self.scheduler_max_backoff)?;
+        count("scheduler_max_jobs", self.scheduler_max_jobs, MAX_BATCH)?;
+        nonzero("scheduler_poll_interval", self.scheduler_poll_interval)?;
+        count("dead_max_jobs", self.dead_max_jobs, usize::MAX)?;
+        nonzero("dead_max_age", self.dead_max_age)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_go_curlyq_defaults_and_valid() {
+        let o = ConsumerOptions::default();
+        assert_eq!(o.job_max_attempts, 20);
+        assert_eq!(o.job_max_backoff, Duration::from_secs(168 * 3600));
+        assert_eq!(o.heartbeat_interval, MINUTE);
+        assert_eq!(o.custodian_consumer_timeout, MINUTE);
+        assert_eq!(o.poller_poll_duration, Duration::from_secs(5));
+        assert_eq!((o.poller_buffer_size, o.processor_concurrency), (10, 5));
+        assert_eq!((o.scheduler_max_jobs, o.custodian_max_jobs), (50, 50));
+        assert_eq!(o.validate(), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_options_are_errors() {
+        let o = ConsumerOptions {
+            heartbeat_interval: Duration::from_secs(14),
+            ..Default::default()
+        };
+        assert!(matches!(
+            o.validate(),
+            Err(ConfigError::BelowMinimum { option: "heartbeat_interval", .. })
+        ));
+        let o = ConsumerOptions {
+            processor_concurrency: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            o.validate(),
+            Err(ConfigError::Zero {
+                option: "processor_concurrency"
+            })
+        );
+        for n in [1001, 7999, 8000, 50_000] {
+            let o = ConsumerOptions {
+                scheduler_max_jobs: n,
+                ..Default::default()
+            };
+            assert!(matches!(o.validate(), Err(ConfigError::TooLarge { .. })), "{n}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The producer: pushes jobs now, at a time, or after a delay.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::backend::{EncodedJob, QueueBackend, QueueName, ScheduledJob};
+use crate::error::{ConfigError, ProduceError};
+use crate::job::Job;
+use crate::runtime::{unix_seconds, Runtime};
+
+/// Pushes jobs onto one queue. Cheap to clone; share it freely.
+///
+/// ```
+/// # async fn demo(backend: std::sync::Arc<dyn curlyq_core::QueueBackend>) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use curlyq_core::{Job, Producer, ProduceError};
+///
+/// let producer = Producer::new(backend, "emails")?;
+/// let id = producer.perform(Job::new(b"welcome 42".to_vec())).await?;
+/// producer.perform_after(Duration::from_secs(60), Job::new(b"reminder".to_vec())).await?;
+/// // The same ID again is refused, and the stored job is left as it was.
+/// let again = producer.perform(Job::new(b"x".to_vec()).with_id(id.clone())).await;
+/// assert!(matches!(again, Err(ProduceError::AlreadyExists { .. })));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    backend: Arc<dyn QueueBackend>,
+    queue: QueueName,
+    clock: Option<Arc<dyn Runtime>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// A producer for `queue` on `backend`. Fails only on an empty queue name.
+    pub fn new(
+        backend: Arc<dyn QueueBackend>,
+        queue: impl Into<String>,
+    ) -> Result<Self, ConfigError> {
+        Ok(Producer {
+            backend,
+            queue: QueueName::new(queue)?,
+            clock: None,
+        })
+    }
+
+    /// Uses `runtime`'s clock for [`perform_after`](Self::perform_after) (a manual
+    /// clock in tests); the system clock otherwise.
+    pub fn with_clock(mut self, runtime: Arc<dyn Runtime>) -> Self {
+        self.clock = Some(runtime);
+        self
+    }
+
+    /// The queue's name.
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock
+            .as_ref()
+            .map_or_else(SystemTime::now, |rt| rt.now())
+    }
+
+    /// Pushes a job to run as soon as a consumer is free. Returns its ID.
+    ///
+    /// Fails with [`ProduceError::AlreadyExists`] when the queue holds a job with this
+    /// ID (the stored job is untouched). On [`ProduceError::Backend`] the push may or may
+    /// not have happened: pushing the same job (same ID) again is safe.
+    pub async fn perform(&self, job: Job) -> Result<String, ProduceError> {
+        let mut results = self.perform_many(vec![job]).await?;
+        results.pop().unwrap_or_else(|| {
+            Err(ProduceError::Backend {
+                ids: Vec::new(),
+                source: crate::BackendError::InvalidReply("no result for the job".into()),
+            })
+        })
+    }
+
+    /// Pushes many jobs in one round trip, in order. Returns one outcome per job (its ID,
+    /// or [`ProduceError::AlreadyExists`]); the outer error is a backend failure for the
+    /// whole batch.
+    pub async fn perform_many(
+        &self,
+        jobs: Vec<Job>,
+    ) -> Result<Vec<Result<String, ProduceError>>, ProduceError> {
+        let encoded: Vec<EncodedJob> = jobs.into_iter().map(encode_with_id).collect();
+        let created = self
+            .backend
+            .push(&self.queue, &encoded)
+            .await
+            .map_err(|source| ProduceError::Backend {
+                ids: encoded.iter().map(|j| j.id.clone()).collect(),
+                source,
+            })?;
+        outcomes(encoded, created)
+    }
+
+    /// Pushes a job to run at `when` (it waits in the scheduled set until then).
+    ///
+    /// Fails with [`ProduceError::InvalidTime`] for a time before the Unix epoch.
+    pub async fn perform_at(&self, when: SystemTime, job: Job) -> Result<String, ProduceError> {
+        self.schedule(unix_seconds(when), job).await
+    }
+
+    /// Pushes a job to run at `unix_seconds` (fractions allowed).
+    ///
+    /// Fails with [`ProduceError::InvalidTime`] for a negative, NaN or infinite time.
+    pub async fn perform_at_unix(
+        &self,
+        unix_seconds: f64,
+        job: Job,
+    ) -> Result<String, ProduceError> {
+        self.schedule(unix_seconds, job).await
+    }
+
+    /// Pushes a job to run after `delay`.
+    pub async fn perform_after(&self, delay: Duration, job: Job) -> Result<String, ProduceError> {
+        let at = unix_seconds(self.now()) + delay.as_secs_f64();
+        self.schedule(at, job).await
+    }
+
+    async fn schedule(&self, at: f64, job: Job) -> Result<String, ProduceError> {
+        let job = encode_with_id(job);
+        if !at.is_finite() || at < 0.0 {
+            return Err(ProduceError::InvalidTime {
+                id: job.id,
+                reason: format!(
+                    "{at} is not a time from 1970 on; give a finite, non-negative Unix time"
+                ),
+            });
+        }
+        let created = self
+            .backend
+            .schedule(&self.queue, &[ScheduledJob { job: job.clone(), at }])
+            .await
+            .map_err(|source| ProduceError::Backend {
+                ids: vec![job.id.clone()],
+                source,
+            })?;
+        let mut results = outcomes(vec![job], created)?;
+        results.pop().unwrap_or_else(|| {
+            Err(ProduceError::Backend {
+                ids: Vec::new(),
+                source: crate::BackendError::InvalidReply("no result for the job".into()),
+            })
+        })
+    }
+}
+
+fn encode_with_id(mut job: Job) -> EncodedJob {
+    if job.id.is_empty() {
+        job.id = uuid::Uuid::new_v4().to_string();
+    }
+    EncodedJob {
+        data: job.encode(),
+        id: job.id,
+    }
+}
+
+fn outcomes(
+    jobs: Vec<EncodedJob>,
+    created: Vec<bool>,
+) -> Result<Vec<Result<String, ProduceError>>, ProduceError> {
+    if created.len() != jobs.len() {
+        let message = format!("{} results for {} jobs", created.len(), jobs.len());
+        return Err(ProduceError::Backend {
+            ids: jobs.into_iter().map(|j| j.id).collect(),
+            source: crate::BackendError::InvalidReply(message),
+        });
+    }
+    Ok(jobs
+        .into_iter()
+        .zip(created)
+        .map(|(job, new)| {
+            if new {
+                Ok(job.id)
+            } else {
+                Err(ProduceError::AlreadyExists { id: job.id })
+            }
+        })
+        .collect())
+}
