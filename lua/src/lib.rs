@@ -4,6 +4,202 @@
 //! Every key of a queue `Q` starts with `Q:`, so a hash-tagged queue name such as
 //! `{emails}` keeps the whole queue in one Redis Cluster slot. Every key a script touches
 //! is passed in `KEYS`.
+//!
+//! # Scripts
+//!
+//! Each constant is a complete script: the shared [`PRELUDE`] (key type checks and small
+//! helpers) followed by the operation's body from `scripts/<name>.lua`. Every script
+//! reads and type-checks all its keys before its first write and answers
+//! `WRONGTYPE curlyq: ...` without writing anything when a key holds the wrong type
+//! (Redis keeps the writes a script made before a runtime error). No script uses more
+//! than 500 elements in one `unpack`; callers send at most
+//! [`MAX_JOBS_PER_CALL`] jobs per call. No script carries a `#!lua` shebang, so they run
+//! unchanged on Redis 6 and 7, Valkey and Dragonfly.
+//!
+//! Scores (times) are passed as decimal strings of Unix seconds with fractions (Rust's
+//! `{}` formatting of an `f64` gives the shortest string that round-trips) and handed to
+//! Redis as given, never through a Lua number.
+
+/// Most jobs (or IDs) a caller passes to one script call (equal to
+/// `curlyq_core::MAX_BATCH`).
+pub const MAX_JOBS_PER_CALL: usize = 1000;
+
+/// The helpers every script starts with: `curlyq_check` (type checks before any write),
+/// `curlyq_chunked` (a command over a long list in slices of 500) and `curlyq_signal`
+/// (set the wake-up flag). Already part of each script constant below.
+pub const PRELUDE: &str = include_str!("../scripts/prelude.lua");
+
+macro_rules! script {
+    ($(#[$doc:meta])* $name:ident, $file:literal) => {
+        $(#[$doc])*
+        pub const $name: &str = concat!(
+            include_str!("../scripts/prelude.lua"),
+            include_str!(concat!("../scripts/", $file))
+        );
+    };
+}
+
+script!(
+    /// Stores new jobs and appends them to the active list; sets the signal if any was new.
+    ///
+    /// - KEYS: `data`, `active`, `signal`
+    /// - ARGV: `id1, bytes1, id2, bytes2, ...`
+    /// - Returns: an array of integers, per job 1 if new, 0 if its ID existed (the stored
+    ///   job is untouched; within one call the first of two equal IDs wins).
+    PUSH,
+    "push.lua"
+);
+
+script!(
+    /// Stores new jobs and adds them to the scheduled set (no signal).
+    ///
+    /// - KEYS: `data`, `scheduled`
+    /// - ARGV: `id1, at1, bytes1, id2, at2, bytes2, ...` (`at` in Unix seconds)
+    /// - Returns: an array of integers, per job 1 if new, 0 if its ID existed.
+    SCHEDULE,
+    "schedule.lua"
+);
+
+script!(
+    /// Sets a consumer's heartbeat score.
+    ///
+    /// - KEYS: `consumers`
+    /// - ARGV: `now`, mode (`join` or `heartbeat`), member (the consumer's in-flight key
+    ///   name, [`Keys::inflight`])
+    /// - Returns: 1 if the score was set; 0 for a `heartbeat` of a consumer that is no
+    ///   longer registered (nothing is added).
+    REGISTER,
+    "register.lua"
+);
+
+script!(
+    /// Moves due scheduled jobs (score <= `now`, lowest first, negative scores included)
+    /// to the tail of the active list, removing exactly the members moved; sets the signal
+    /// if any moved.
+    ///
+    /// - KEYS: `scheduled`, `active`, `signal`
+    /// - ARGV: `now`, `max`
+    /// - Returns: `{moved, next}`: the count moved and the earliest score still scheduled
+    ///   as a bulk string (nil when nothing is scheduled).
+    ENQUEUE_DUE,
+    "enqueue_due.lua"
+);
+
+script!(
+    /// Moves up to `max` IDs from the head of the active list into a consumer's in-flight
+    /// set and returns them with their data; clears the signal if fewer than `max` were
+    /// there.
+    ///
+    /// - KEYS: `active`, `inflight` (also the consumer's member in `consumers`), `data`,
+    ///   `signal`, `consumers`
+    /// - ARGV: `max`
+    /// - Returns: `{id1, data1, id2, data2, ...}` with nil data for a job whose data field
+    ///   is missing; or an error reply starting with `NOTREG` (nothing taken) when the
+    ///   consumer is not in `consumers`.
+    TAKE,
+    "take.lua"
+);
+
+script!(
+    /// Acknowledges owned jobs: removes each from the in-flight set, deletes its data and
+    /// its orphan count.
+    ///
+    /// - KEYS: `inflight`, `data`, `orphaned`
+    /// - ARGV: `id1, id2, ...`
+    /// - Returns: an array of integers, per ID 1 if it was owned, else 0 (untouched).
+    ACK,
+    "ack.lua"
+);
+
+script!(
+    /// Schedules owned failed jobs for another run: removes each from in-flight, adds it
+    /// to the scheduled set, overwrites its data and clears its orphan count.
+    ///
+    /// - KEYS: `inflight`, `scheduled`, `data`, `orphaned`
+    /// - ARGV: `id1, at1, bytes1, id2, at2, bytes2, ...`
+    /// - Returns: an array of integers, per job 1 if it was owned, else 0 (untouched).
+    RETRY,
+    "retry.lua"
+);
+
+script!(
+    /// Moves owned failed jobs to the dead set: removes each from in-flight, adds it to
+    /// `dead` with score `now`, overwrites its data when given, records the reason and
+    /// clears its orphan count.
+    ///
+    /// - KEYS: `inflight`, `dead`, `data`, `reasons`, `orphaned`
+    /// - ARGV: `now`, then per job `id, has_data ("1" or "0"), bytes, reason`
+    /// - Returns: an array of integers, per job 1 if it was owned, else 0 (untouched).
+    KILL,
+    "kill.lua"
+);
+
+script!(
+    /// Gives owned jobs back: each ID still in the in-flight set moves to the tail of the
+    /// active list; sets the signal if any moved.
+    ///
+    /// - KEYS: `inflight`, `active`, `signal`
+    /// - ARGV: `id1, id2, ...`
+    /// - Returns: the number of jobs moved.
+    GIVE_BACK,
+    "give_back.lua"
+);
+
+script!(
+    /// Recovers the jobs of expired consumers. The caller first reads the candidates
+    /// (`ZRANGEBYSCORE consumers -inf expired_before LIMIT 0 n`, oldest first) and passes
+    /// their in-flight keys; the script re-checks each one's score and skips any consumer
+    /// that heartbeated meanwhile or is gone. Each job taken (up to `max_jobs` in all) has
+    /// its count in `orphaned` incremented and is appended to `active`, or, once the count
+    /// reaches `max_orphan_requeues` (when non-zero), moved to `dead` with a reason. An
+    /// expired consumer whose in-flight set is empty is removed from `consumers`. Sets the
+    /// signal if any job was requeued.
+    ///
+    /// - KEYS: `consumers`, `active`, `dead`, `reasons`, `orphaned`, `signal`, then the
+    ///   in-flight keys of the consumers to visit, in order
+    /// - ARGV: `expired_before`, `max_jobs`, `max_orphan_requeues`, `now`
+    /// - Returns: `{requeued, killed, consumers_removed}`.
+    REQUEUE_ORPHANS,
+    "requeue_orphans.lua"
+);
+
+script!(
+    /// Removes dead jobs killed strictly before `killed_before`, then, with what is left
+    /// of `max_jobs`, the oldest beyond `keep_at_most`; each with its data, reason and
+    /// orphan count.
+    ///
+    /// - KEYS: `dead`, `data`, `reasons`, `orphaned`
+    /// - ARGV: `killed_before`, `keep_at_most`, `max_jobs`
+    /// - Returns: the number removed.
+    TRIM_DEAD,
+    "trim_dead.lua"
+);
+
+script!(
+    /// Removes a consumer whose in-flight set is empty from `consumers` (clean shutdown).
+    ///
+    /// - KEYS: `consumers`, `inflight` (also the consumer's member in `consumers`)
+    /// - ARGV: none
+    /// - Returns: 1 if it was removed; 0 if it still holds jobs or was not registered.
+    UNREGISTER,
+    "unregister.lua"
+);
+
+/// Every script with its name, for tools that preload them (`SCRIPT LOAD`).
+pub const ALL: &[(&str, &str)] = &[
+    ("push", PUSH),
+    ("schedule", SCHEDULE),
+    ("register", REGISTER),
+    ("enqueue_due", ENQUEUE_DUE),
+    ("take", TAKE),
+    ("ack", ACK),
+    ("retry", RETRY),
+    ("kill", KILL),
+    ("give_back", GIVE_BACK),
+    ("requeue_orphans", REQUEUE_ORPHANS),
+    ("trim_dead", TRIM_DEAD),
+    ("unregister", UNREGISTER),
+];
 
 /// The Redis keys of one queue (see `spec/wire.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,5 +244,27 @@ impl Keys {
     /// `Q:consumers`).
     pub fn inflight(&self, consumer: &str) -> String {
         format!("{}{consumer}", self.inflight_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_plain_lua_with_the_prelude() {
+        for (name, source) in ALL {
+            assert!(!source.starts_with("#!"), "{name} has a shebang");
+            assert!(source.starts_with(PRELUDE), "{name} lacks the prelude");
+            assert!(source.contains("curlyq_check("), "{name} checks no types");
+        }
+    }
+
+    #[test]
+    fn keys_layout() {
+        let keys = Keys::new("{q}");
+        assert_eq!(keys.data, "{q}:data");
+        assert_eq!(keys.reasons, "{q}:dead:reasons");
+        assert_eq!(keys.inflight("c1"), "{q}:inflight:c1");
     }
 }

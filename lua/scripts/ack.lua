@@ -1,0 +1,19 @@
+-- ack: finish owned jobs, deleting their data.
+-- KEYS: inflight, data, orphaned
+-- ARGV: id1, id2, ...
+-- Returns an array with one integer per ID: 1 if the consumer owned it, else 0 (and the
+-- job is left untouched).
+local err = curlyq_check({{KEYS[1], 'set'}, {KEYS[2], 'hash'}, {KEYS[3], 'hash'}})
+if err then return err end
+
+local result = {}
+for i = 1, #ARGV do
+  if redis.call('SREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
+    result[i] = 1
+  else
+    result[i] = 0
+  end
+end
+return result

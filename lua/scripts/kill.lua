@@ -1,0 +1,25 @@
+-- kill: move owned failed jobs to the dead set, with a reason.
+-- KEYS: inflight, dead, data, reasons, orphaned
+-- ARGV: now, then per job: id, has_data ('1' or '0'), bytes (ignored when has_data is
+--       '0'), reason
+-- Returns an array with one integer per job: 1 if the consumer owned it, else 0.
+local err = curlyq_check({{KEYS[1], 'set'}, {KEYS[2], 'zset'}, {KEYS[3], 'hash'},
+  {KEYS[4], 'hash'}, {KEYS[5], 'hash'}})
+if err then return err end
+
+local result = {}
+for i = 2, #ARGV, 4 do
+  local id = ARGV[i]
+  if redis.call('SREM', KEYS[1], id) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    if ARGV[i + 1] == '1' then
+      redis.call('HSET', KEYS[3], id, ARGV[i + 2])
+    end
+    redis.call('HSET', KEYS[4], id, ARGV[i + 3])
+    redis.call('HDEL', KEYS[5], id)
+    result[#result + 1] = 1
+  else
+    result[#result + 1] = 0
+  end
+end
+return result

@@ -1,0 +1,40 @@
+-- curlyq prelude, prepended to every script by the curlyq-lua crate.
+--
+-- curlyq_check(list) reads the type of every key in `list` (pairs of {key, expected})
+-- before the script writes anything. A key is acceptable when it is absent ('none') or
+-- holds the expected type. Returns an error reply for the first key that holds anything
+-- else, or nil when all keys are fine. Redis keeps the writes a script made before a
+-- runtime error, so every script calls this first and returns its error at once.
+local function curlyq_check(list)
+  for i = 1, #list do
+    local key = list[i][1]
+    local want = list[i][2]
+    local found = redis.call('TYPE', key).ok
+    if found ~= 'none' and found ~= want then
+      return redis.error_reply('WRONGTYPE curlyq: ' .. key .. ' holds a ' .. found ..
+        ', expected a ' .. want)
+    end
+  end
+  return nil
+end
+
+-- Largest number of arguments handed to one Redis command built from a Lua table
+-- (Lua's unpack fails near 8,000 elements).
+local curlyq_chunk = 500
+
+-- Calls `command key <items[first..last]>` in slices of at most curlyq_chunk items.
+local function curlyq_chunked(command, key, items, first, last)
+  local i = first
+  while i <= last do
+    local j = math.min(i + curlyq_chunk - 1, last)
+    redis.call(command, key, unpack(items, i, j))
+    i = j + 1
+  end
+end
+
+-- Sets the wake-up flag: the signal list holds exactly one element afterwards.
+local function curlyq_signal(key)
+  redis.call('DEL', key)
+  redis.call('LPUSH', key, 1)
+end
+

@@ -1,0 +1,37 @@
+-- take: move IDs from the head of the active list into a consumer's in-flight set.
+-- KEYS: active, inflight (the consumer's in-flight key, also its member in consumers),
+--       data, signal, consumers
+-- ARGV: max (at most this many jobs, <= 1000)
+-- Returns {id1, data1, id2, data2, ...} (data nil when the job's data field is missing),
+-- or an error reply starting with NOTREG, taking nothing, when the consumer is not in
+-- consumers. Clears the signal when fewer than max were taken.
+local err = curlyq_check({{KEYS[1], 'list'}, {KEYS[2], 'set'}, {KEYS[3], 'hash'},
+  {KEYS[4], 'list'}, {KEYS[5], 'zset'}})
+if err then return err end
+
+if not redis.call('ZSCORE', KEYS[5], KEYS[2]) then
+  return redis.error_reply('NOTREG curlyq: ' .. KEYS[2] .. ' is not registered in ' .. KEYS[5])
+end
+
+local max = tonumber(ARGV[1])
+local ids = {}
+if max > 0 then
+  ids = redis.call('LRANGE', KEYS[1], 0, max - 1)
+end
+local result = {}
+if #ids > 0 then
+  redis.call('LTRIM', KEYS[1], #ids, -1)
+  curlyq_chunked('SADD', KEYS[2], ids, 1, #ids)
+  local i = 1
+  while i <= #ids do
+    local j = math.min(i + curlyq_chunk - 1, #ids)
+    local values = redis.call('HMGET', KEYS[3], unpack(ids, i, j))
+    for k = i, j do
+      result[#result + 1] = ids[k]
+      result[#result + 1] = values[k - i + 1]
+    end
+    i = j + 1
+  end
+end
+if #ids < max then redis.call('DEL', KEYS[4]) end
+return result
