@@ -443,7 +443,7 @@ impl QueueBackend for RedisBackend {
         let mut calls = Vec::new();
         let mut sizes = Vec::new();
         for chunk in jobs.chunks(MAX_BATCH) {
-            let mut cmd = evalsha(script, &[&keys.data, &keys.scheduled]);
+            let mut cmd = evalsha(script, &[&keys.data, &keys.scheduled, &keys.signal]);
             for job in chunk {
                 cmd.arg(&job.job.id)
                     .arg(score("schedule time", job.at)?)

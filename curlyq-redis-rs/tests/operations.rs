@@ -34,7 +34,8 @@ async fn push_dedups_and_signals() {
     assert!(e.backend.push(&e.queue, &[]).await.unwrap().is_empty());
 }
 
-/// schedule stores new jobs with their exact (fractional) scores, without a signal.
+/// schedule stores new jobs with their exact (fractional) scores and sets the signal
+/// only when one is new.
 #[tokio::test(flavor = "multi_thread")]
 async fn schedule_dedups_with_exact_scores() {
     let e = env().await;
@@ -63,15 +64,20 @@ async fn schedule_dedups_with_exact_scores() {
         Some(-62_135_596_800.0)
     );
     assert_eq!(e.hget(&e.keys.data, "s1").await.unwrap(), b"S1");
-    assert!(!e.signal_set().await);
-    // An existing pushed job is not scheduled either.
+    assert!(
+        e.signal_set().await,
+        "new jobs scheduled: the signal is set"
+    );
+    // An existing pushed job is not scheduled either, and no signal is set for it.
     e.backend.push(&e.queue, &[job("p", "P")]).await.unwrap();
+    let _: () = e.q(&["DEL", &e.keys.signal]).await;
     let dup = [ScheduledJob {
         job: job("p", "x"),
         at: 1.0,
     }];
     assert_eq!(e.backend.schedule(&e.queue, &dup).await.unwrap(), [false]);
     assert_eq!(e.zscore(&e.keys.scheduled, "p").await, None);
+    assert!(!e.signal_set().await, "nothing new: no signal");
     // NaN is refused before anything is sent.
     let nan = [ScheduledJob {
         job: job("n", "x"),
@@ -409,7 +415,8 @@ async fn give_back_owned_and_not_owned() {
     assert!(e.members(&e.inflight(&c)).await.is_empty());
 }
 
-/// unregister removes a consumer only when its in-flight set is empty.
+/// unregister removes a consumer only when its in-flight set is empty; false only while
+/// it holds jobs.
 #[tokio::test(flavor = "multi_thread")]
 async fn unregister_only_when_empty() {
     let e = env().await;
@@ -420,7 +427,10 @@ async fn unregister_only_when_empty() {
     e.backend.ack(&e.queue, &c, &ids(&["a"])).await.unwrap();
     assert!(e.backend.unregister(&e.queue, &c).await.unwrap());
     assert_eq!(e.zscore(&e.keys.consumers, &e.inflight(&c)).await, None);
-    assert!(!e.backend.unregister(&e.queue, &c).await.unwrap());
+    assert!(
+        e.backend.unregister(&e.queue, &c).await.unwrap(),
+        "not registered: reported removed"
+    );
 }
 
 /// trim_dead removes by age, then the oldest beyond the count, with data and reasons.

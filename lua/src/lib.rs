@@ -51,9 +51,10 @@ script!(
 );
 
 script!(
-    /// Stores new jobs and adds them to the scheduled set (no signal).
+    /// Stores new jobs and adds them to the scheduled set; sets the signal if any was new
+    /// (so idle consumers see the new due time).
     ///
-    /// - KEYS: `data`, `scheduled`
+    /// - KEYS: `data`, `scheduled`, `signal`
     /// - ARGV: `id1, at1, bytes1, id2, at2, bytes2, ...` (`at` in Unix seconds)
     /// - Returns: an array of integers, per job 1 if new, 0 if its ID existed.
     SCHEDULE,
@@ -180,7 +181,8 @@ script!(
     ///
     /// - KEYS: `consumers`, `inflight` (also the consumer's member in `consumers`)
     /// - ARGV: none
-    /// - Returns: 1 if it was removed; 0 if it still holds jobs or was not registered.
+    /// - Returns: 0 if it still holds jobs (nothing changes); else 1 (also when it was not
+    ///   registered).
     UNREGISTER,
     "unregister.lua"
 );
