@@ -43,10 +43,16 @@ mod tests {
             let (lo, hi) = backoff_bounds(attempt, max);
             for _ in 0..50 {
                 let d = backoff(attempt, max);
-                assert!(d >= lo && d <= hi, "attempt {attempt}: {d:?} not in {lo:?}..{hi:?}");
+                assert!(
+                    d >= lo && d <= hi,
+                    "attempt {attempt}: {d:?} not in {lo:?}..{hi:?}"
+                );
             }
         }
-        assert_eq!(backoff_bounds(0, max), (Duration::from_millis(500), Duration::from_secs(1)));
+        assert_eq!(
+            backoff_bounds(0, max),
+            (Duration::from_millis(500), Duration::from_secs(1))
+        );
         assert_eq!(backoff(u32::MAX, max), max);
     }
 }

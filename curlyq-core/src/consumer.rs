@@ -699,7 +699,11 @@ impl Live {
     async fn poller_loop(self: Arc<Self>) {
         let o = self.opts();
         let capacity = o.poller_buffer_size;
-        let mut bo = LoopBackoff::new(LoopName::Poller, o.poller_max_attempts, o.poller_max_backoff);
+        let mut bo = LoopBackoff::new(
+            LoopName::Poller,
+            o.poller_max_attempts,
+            o.poller_max_backoff,
+        );
         let mut waiter: Option<Box<dyn Waiter>> = None;
         while !self.stopping.is_set() {
             let free = capacity.saturating_sub(self.tx.len());
@@ -792,7 +796,11 @@ impl Live {
             for chunk in ids.chunks(MAX_BATCH) {
                 let mut tries = 0;
                 loop {
-                    match self.backend().give_back(self.queue(), &consumer, chunk).await {
+                    match self
+                        .backend()
+                        .give_back(self.queue(), &consumer, chunk)
+                        .await
+                    {
                         Ok(n) => {
                             bump(&self.shared.stats.given_back, n as u64);
                             debug!(queue = %self.queue(), given_back = n, "curlyq gave back unstarted jobs");
@@ -857,13 +865,21 @@ impl Live {
             None => {
                 let reason = "job data missing: the ID was in the active list but the data hash has no field for it".to_string();
                 warn!(queue = %self.queue(), job_id = %id, "{reason}");
-                let kill = KillJob { id, data: None, reason };
+                let kill = KillJob {
+                    id,
+                    data: None,
+                    reason,
+                };
                 return self.finish(&consumer, Outcome::Kill(kill)).await;
             }
             Some(Err(e)) => {
                 let reason = format!("undecodable job data (kept as stored): {e}");
                 warn!(queue = %self.queue(), job_id = %id, "{reason}");
-                let kill = KillJob { id, data: None, reason };
+                let kill = KillJob {
+                    id,
+                    data: None,
+                    reason,
+                };
                 return self.finish(&consumer, Outcome::Kill(kill)).await;
             }
             Some(Ok(mut job)) => {
@@ -875,8 +891,11 @@ impl Live {
                 job
             }
         };
-        let span = info_span!("job", queue = %self.queue(), job_id = %job.id, attempt = job.attempt);
-        let outcome = run_handler(handler, job.clone()).instrument(span.clone()).await;
+        let span =
+            info_span!("job", queue = %self.queue(), job_id = %job.id, attempt = job.attempt);
+        let outcome = run_handler(handler, job.clone())
+            .instrument(span.clone())
+            .await;
         let outcome = match outcome {
             Ok(()) => Outcome::Ack(job.id),
             Err(reason) => {
@@ -892,7 +911,9 @@ impl Live {
                         at: self.now() + delay.as_secs_f64(),
                     })
                 } else {
-                    span.in_scope(|| warn!(error = %reason, "curlyq job failed for the last time; killed"));
+                    span.in_scope(
+                        || warn!(error = %reason, "curlyq job failed for the last time; killed"),
+                    );
                     Outcome::Kill(KillJob {
                         data: Some(next.encode()),
                         id: next.id,
@@ -930,7 +951,12 @@ impl Live {
                 ),
                 Outcome::Kill(job) => (
                     self.backend()
-                        .kill(self.queue(), consumer, std::slice::from_ref(job), self.now())
+                        .kill(
+                            self.queue(),
+                            consumer,
+                            std::slice::from_ref(job),
+                            self.now(),
+                        )
                         .await,
                     &stats.killed,
                 ),
@@ -958,7 +984,10 @@ impl Live {
                     // After a fatal error elsewhere the consumer is going away: stop
                     // retrying and leave the job in flight. It is not lost: once this
                     // consumer's heartbeat expires a custodian requeues it.
-                    if until(self.aborted.wait(), self.sleep(delay)).await.is_none() {
+                    if until(self.aborted.wait(), self.sleep(delay))
+                        .await
+                        .is_none()
+                    {
                         warn!(queue = %self.queue(), consumer = %consumer,
                             "curlyq consumer stopping after a fatal error; a job outcome was not recorded and the job will run again");
                         return;

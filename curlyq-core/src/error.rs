@@ -49,7 +49,9 @@ pub enum DecodeError {
 pub enum BackendError {
     /// `take` was called by a consumer that is not in the queue's consumer set (it was
     /// never registered, or a custodian reaped it after missed heartbeats).
-    #[error("consumer {consumer} is not registered in queue {queue}; it must rejoin under a new ID")]
+    #[error(
+        "consumer {consumer} is not registered in queue {queue}; it must rejoin under a new ID"
+    )]
     NotRegistered {
         /// The queue.
         queue: String,
@@ -185,7 +187,9 @@ pub enum ConsumeError {
     Startup(#[source] BackendError),
     /// A loop failed `attempts` times in a row, reaching its max attempts; the consumer
     /// shut down (gracefully) because of it.
-    #[error("the {name} loop failed {attempts} times in a row and the consumer stopped: {last_error}")]
+    #[error(
+        "the {name} loop failed {attempts} times in a row and the consumer stopped: {last_error}"
+    )]
     LoopAborted {
         /// The loop.
         name: LoopName,

@@ -277,8 +277,7 @@ fn skip_value(rd: &mut &[u8], depth: u32) -> Result<(), DecodeError> {
 mod tests {
     use super::*;
 
-    const VECTOR_1: &str =
-        "83a24944a3616263a444617461c4026869a7417474656d7074d30000000000000002";
+    const VECTOR_1: &str = "83a24944a3616263a444617461c4026869a7417474656d7074d30000000000000002";
     const VECTOR_2: &str = "83a24944a178a444617461c0a7417474656d7074d30000000000000000";
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -323,13 +322,19 @@ mod tests {
         rmp::encode::write_str(&mut b, "More").unwrap();
         rmp::encode::write_f64(&mut b, 1.5).unwrap();
         let job = Job::decode(&b).expect("decodes");
-        assert_eq!((job.id.as_str(), job.data.as_slice(), job.attempt), ("k", &b"text"[..], 300));
+        assert_eq!(
+            (job.id.as_str(), job.data.as_slice(), job.attempt),
+            ("k", &b"text"[..], 300)
+        );
     }
 
     #[test]
     fn bad_bytes_give_typed_errors_never_panics() {
         assert!(matches!(Job::decode(&[]), Err(DecodeError::Empty)));
-        assert!(matches!(Job::decode(&[0x93, 1, 2, 3]), Err(DecodeError::NotAMap { .. })));
+        assert!(matches!(
+            Job::decode(&[0x93, 1, 2, 3]),
+            Err(DecodeError::NotAMap { .. })
+        ));
         let good = unhex(VECTOR_1);
         for cut in 1..good.len() {
             assert!(Job::decode(&good[..cut]).is_err(), "truncated at {cut}");
@@ -341,11 +346,17 @@ mod tests {
         rmp::encode::write_str(&mut b, "n").unwrap();
         rmp::encode::write_str(&mut b, "Attempt").unwrap();
         rmp::encode::write_i64(&mut b, -5).unwrap();
-        assert!(matches!(Job::decode(&b), Err(DecodeError::AttemptOutOfRange(-5))));
+        assert!(matches!(
+            Job::decode(&b),
+            Err(DecodeError::AttemptOutOfRange(-5))
+        ));
         // Missing ID.
         let mut b = Vec::new();
         rmp::encode::write_map_len(&mut b, 0).unwrap();
-        assert!(matches!(Job::decode(&b), Err(DecodeError::MissingField("ID"))));
+        assert!(matches!(
+            Job::decode(&b),
+            Err(DecodeError::MissingField("ID"))
+        ));
     }
 
     #[test]

@@ -21,17 +21,17 @@ pub use backend::{
     ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep, QueueBackend,
     QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter, MAX_BATCH,
 };
+pub use backoff::{backoff, backoff_bounds};
+pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};
 pub use error::{
     BackendError, BoxError, ConfigError, ConsumeError, DecodeError, LoopName, ProduceError,
 };
-pub use backoff::{backoff, backoff_bounds};
-pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};
 pub use job::Job;
 pub use options::ConsumerOptions;
 pub use producer::Producer;
-pub use runtime::{unix_seconds, Runtime};
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;
+pub use runtime::{unix_seconds, Runtime};
 
 /// Re-exported so that backend implementors use the same `async_trait` as the trait.
 pub use async_trait::async_trait;

@@ -178,7 +178,10 @@ mod tests {
         };
         assert!(matches!(
             o.validate(),
-            Err(ConfigError::BelowMinimum { option: "heartbeat_interval", .. })
+            Err(ConfigError::BelowMinimum {
+                option: "heartbeat_interval",
+                ..
+            })
         ));
         let o = ConsumerOptions {
             processor_concurrency: 0,
@@ -195,7 +198,10 @@ mod tests {
                 scheduler_max_jobs: n,
                 ..Default::default()
             };
-            assert!(matches!(o.validate(), Err(ConfigError::TooLarge { .. })), "{n}");
+            assert!(
+                matches!(o.validate(), Err(ConfigError::TooLarge { .. })),
+                "{n}"
+            );
         }
     }
 }

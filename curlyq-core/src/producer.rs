@@ -139,7 +139,13 @@ impl Producer {
         }
         let created = self
             .backend
-            .schedule(&self.queue, &[ScheduledJob { job: job.clone(), at }])
+            .schedule(
+                &self.queue,
+                &[ScheduledJob {
+                    job: job.clone(),
+                    at,
+                }],
+            )
             .await
             .map_err(|source| ProduceError::Backend {
                 ids: vec![job.id.clone()],

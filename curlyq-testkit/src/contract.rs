@@ -672,8 +672,17 @@ async fn enqueue_due_moves_lowest_first(b: &dyn QueueBackend, q: &QueueName) -> 
         "schedule"
     );
     ensure!(
+        signal_is_set(b, q).await?,
+        "schedule of new jobs did not set the signal"
+    );
+    // A take that finds the active list empty clears the signal again.
+    ensure!(
+        drain(b, q, "reader").await?.is_empty(),
+        "nothing is active before enqueue_due"
+    );
+    ensure!(
         !signal_is_set(b, q).await?,
-        "signal set before anything was due"
+        "signal still set after a take found nothing"
     );
     let due = b.enqueue_due(q, 30.0, 2).await.ctx("enqueue_due")?;
     ensure_eq!(due.moved, 2, "moved with max 2");

@@ -81,7 +81,8 @@ impl RedisServer {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(reply) = self.command(&["PING"]) {
-                if reply.starts_with("+PONG") {
+                // A server with a password answers NOAUTH: it is up all the same.
+                if reply.starts_with("+PONG") || reply.starts_with("-NOAUTH") {
                     return Ok(());
                 }
             }

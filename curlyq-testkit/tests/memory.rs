@@ -229,9 +229,10 @@ async fn enqueue_due_with_max_zero_moves_nothing() {
     )
     .await
     .unwrap();
+    b.set_signal(&q, false);
     let due = b.enqueue_due(&q, 0.0, 0).await.unwrap();
     assert_eq!((due.moved, due.next_due), (0, Some(-1.0)));
-    assert!(!b.snapshot(&q).signal);
+    assert!(!b.snapshot(&q).signal, "nothing moved, so no signal");
 }
 
 #[tokio::test]

@@ -1,0 +1,696 @@
+//! The consumer's behaviour on the in-memory backend under a manual clock: every
+//! simulated minute passes in microseconds of wall time, deterministically.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use curlyq::{
+    backoff_bounds, BoxError, ConfigError, ConsumeError, Consumer, ConsumerId, Job, LoopName,
+    ProduceError, Registration,
+};
+use curlyq_testkit::{Operation, QueueSnapshot};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+const MIN: Duration = Duration::from_secs(60);
+
+fn fails(msg: &'static str) -> impl Fn(Job) -> std::future::Ready<Result<(), BoxError>> {
+    move |_| std::future::ready(Err(msg.into()))
+}
+
+#[tokio::test]
+async fn processes_every_job_once_acks_and_unregisters_at_shutdown() {
+    let sim = Sim::new();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            sim.producer
+                .perform(Job::new(format!("job {i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let consumer = sim
+        .builder()
+        .concurrency(3)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer, handler);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(sim.next_event(&mut rx, SEC, MIN).await.id);
+    }
+    sim.until("all acked", MS, SEC, |s| s.data.is_empty()).await;
+    running.stop();
+    let stats = running.consumer.clone();
+    sim.finish(running, SEC, MIN).await.unwrap();
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids, "every job ran exactly once");
+    let snap = sim.snapshot();
+    assert!(snap.active.is_empty() && snap.inflight.is_empty());
+    assert!(snap.consumers.is_empty(), "a clean shutdown unregisters");
+    assert_eq!(stats.stats().succeeded, 20);
+}
+
+#[tokio::test]
+async fn failed_job_retries_within_go_backoff_bounds_then_dies_at_max_attempts() {
+    let sim = Sim::new();
+    let id = sim.producer.perform(Job::new("flaky")).await.unwrap();
+    let consumer = sim
+        .builder()
+        .job_max_attempts(3)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), fails("boom"));
+    let mut running = start(consumer, handler);
+    let max = consumer_max_backoff();
+    for attempt in 0..=3u32 {
+        let ev = sim.next_event(&mut rx, 10 * MS, 30 * SEC).await;
+        assert_eq!((ev.id.as_str(), ev.attempt), (id.as_str(), attempt));
+        ManualRuntime_settle().await;
+        let snap = sim.snapshot();
+        if attempt < 3 {
+            // The retry is scheduled within the Go formula's bounds of the failure time.
+            let (_, score) = snap.scheduled.first().cloned().expect("retry scheduled");
+            let delay = score - unix(ev.at);
+            let (lo, hi) = backoff_bounds(attempt, max);
+            assert!(
+                delay >= lo.as_secs_f64() - 1e-6 && delay <= hi.as_secs_f64() + 1e-6,
+                "attempt {attempt}: retry in {delay}s, not within {lo:?}..{hi:?}"
+            );
+        }
+    }
+    sim.until("killed", MS, SEC, |s| s.dead.len() == 1).await;
+    let snap = sim.snapshot();
+    assert_eq!(snap.dead[0].0, id);
+    let stored = Job::decode(&snap.data[&id]).unwrap();
+    assert_eq!(stored.attempt, 4, "4 runs ended in failure");
+    assert!(snap.reasons[&id].contains("boom"), "{:?}", snap.reasons);
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+fn consumer_max_backoff() -> Duration {
+    curlyq::ConsumerOptions::default().job_max_backoff
+}
+
+#[allow(non_snake_case)]
+async fn ManualRuntime_settle() {
+    curlyq_testkit::ManualRuntime::settle().await;
+}
+
+#[tokio::test]
+async fn panicking_handler_is_a_failure_and_the_consumer_keeps_running() {
+    let sim = Sim::new();
+    let bad = sim.producer.perform(Job::new("panic")).await.unwrap();
+    let good = sim.producer.perform(Job::new("fine")).await.unwrap();
+    let consumer = sim
+        .builder()
+        .job_max_attempts(0)
+        .concurrency(1)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |job: Job| async move {
+        if job.data == b"panic" {
+            panic!("handler exploded");
+        }
+        Ok(())
+    });
+    let mut running = start(consumer, handler);
+    assert_eq!(sim.next_event(&mut rx, MS, SEC).await.id, bad);
+    assert_eq!(sim.next_event(&mut rx, MS, SEC).await.id, good);
+    sim.until("settled", MS, SEC, |s| {
+        s.dead.len() == 1 && s.data.len() == 1
+    })
+    .await;
+    let snap = sim.snapshot();
+    assert_eq!(snap.dead[0].0, bad);
+    assert!(snap.reasons[&bad].contains("handler panicked: handler exploded"));
+    assert_eq!(Job::decode(&snap.data[&bad]).unwrap().attempt, 1);
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_data_goes_to_the_dead_set_and_the_consumer_keeps_running() {
+    let sim = Sim::new();
+    sim.backend.push_raw_active(&sim.queue, "ghost");
+    let good = sim.producer.perform(Job::new("fine")).await.unwrap();
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer, handler);
+    assert_eq!(sim.next_event(&mut rx, MS, SEC).await.id, good);
+    sim.until("ghost dead", MS, SEC, |s| {
+        s.dead.len() == 1 && s.data.is_empty()
+    })
+    .await;
+    let snap = sim.snapshot();
+    assert_eq!(snap.dead[0].0, "ghost");
+    assert!(snap.reasons["ghost"].contains("job data missing"));
+    assert!(rx.try_recv().is_err(), "the handler never saw the ghost");
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn poison_data_dies_with_its_raw_bytes_and_the_rest_of_the_batch_runs() {
+    let sim = Sim::new();
+    let poison: &[u8] = b"\xc1not msgpack";
+    let mut good = Vec::new();
+    good.push(sim.producer.perform(Job::new("a")).await.unwrap());
+    sim.backend.put_raw_data(&sim.queue, "poison", poison);
+    sim.backend.push_raw_active(&sim.queue, "poison");
+    sim.backend
+        .put_raw_data(&sim.queue, "empty", b"".as_slice());
+    sim.backend.push_raw_active(&sim.queue, "empty");
+    good.push(sim.producer.perform(Job::new("b")).await.unwrap());
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer, handler);
+    let mut seen = vec![
+        sim.next_event(&mut rx, MS, SEC).await.id,
+        sim.next_event(&mut rx, MS, SEC).await.id,
+    ];
+    seen.sort();
+    good.sort();
+    assert_eq!(seen, good);
+    sim.until("poison dead", MS, SEC, |s| s.dead.len() == 2)
+        .await;
+    let snap = sim.snapshot();
+    assert_eq!(snap.data["poison"], poison, "raw bytes kept for inspection");
+    assert!(snap.reasons["poison"].contains("undecodable"));
+    assert!(snap.reasons["empty"].contains("undecodable"));
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn scheduled_job_starts_within_50ms_of_its_due_time_on_an_idle_consumer() {
+    let sim = Sim::new();
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer, handler);
+    // Let the consumer go idle (scheduler asleep for its 5 s poll, poller waiting).
+    sim.rt.advance_and_settle(SEC).await;
+    let due = unix(sim.now()) + 2.0;
+    let id = sim
+        .producer
+        .perform_after(Duration::from_secs(2), Job::new("later"))
+        .await
+        .unwrap();
+    let ev = sim.next_event(&mut rx, 5 * MS, 10 * SEC).await;
+    assert_eq!(ev.id, id);
+    let lateness = unix(ev.at) - due;
+    assert!(
+        (0.0..0.05).contains(&lateness),
+        "started {lateness}s after its due time"
+    );
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn producer_refuses_duplicates_and_bad_times_leaving_the_stored_job_untouched() {
+    let sim = Sim::new();
+    let job = Job::new("original").with_id("dup");
+    assert_eq!(sim.producer.perform(job.clone()).await.unwrap(), "dup");
+    let before = sim.snapshot();
+    let again = sim
+        .producer
+        .perform(Job::new("changed").with_id("dup"))
+        .await;
+    assert!(matches!(again, Err(ProduceError::AlreadyExists { ref id }) if id == "dup"));
+    let later = sim
+        .producer
+        .perform_after(SEC, Job::new("changed").with_id("dup"))
+        .await;
+    assert!(matches!(later, Err(ProduceError::AlreadyExists { .. })));
+    assert_eq!(sim.snapshot(), before, "the stored job is untouched");
+
+    // A job has its ID before the first push: pushing it again cannot make a second job.
+    let j = Job::new("retry me");
+    let first = sim.producer.perform(j.clone()).await.unwrap();
+    assert_eq!(first, j.id);
+    assert!(matches!(
+        sim.producer.perform(j).await,
+        Err(ProduceError::AlreadyExists { .. })
+    ));
+
+    for bad in [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -1.0,
+        -62_135_596_800.0,
+    ] {
+        let r = sim.producer.perform_at_unix(bad, Job::new("x")).await;
+        assert!(matches!(r, Err(ProduceError::InvalidTime { .. })), "{bad}");
+    }
+    let before_epoch = std::time::UNIX_EPOCH - SEC;
+    assert!(matches!(
+        sim.producer.perform_at(before_epoch, Job::new("x")).await,
+        Err(ProduceError::InvalidTime { .. })
+    ));
+
+    let outcomes = sim
+        .producer
+        .perform_many(vec![
+            Job::new("m1").with_id("m1"),
+            Job::new("dup again").with_id("dup"),
+            Job::new("m2").with_id("m2"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].as_deref().unwrap(), "m1");
+    assert!(matches!(
+        outcomes[1],
+        Err(ProduceError::AlreadyExists { .. })
+    ));
+    assert_eq!(outcomes[2].as_deref().unwrap(), "m2");
+    assert_eq!(
+        sim.snapshot().active[2..],
+        ["m1".to_string(), "m2".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_gives_back_unstarted_jobs_at_once_and_lets_the_running_one_finish() {
+    let sim = Sim::new();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            sim.producer
+                .perform(Job::new(format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let consumer = sim
+        .builder()
+        .concurrency(1)
+        .poller_buffer_size(5)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |_| {
+        let g = g.clone();
+        async move {
+            g.notified().await;
+            Ok(())
+        }
+    });
+    let mut running = start(consumer, handler);
+    let first = sim.next_event(&mut rx, MS, SEC).await;
+    assert_eq!(first.id, ids[0]);
+    sim.until("all taken", MS, SEC, |s| s.active.is_empty())
+        .await;
+    running.stop();
+    sim.until("unstarted given back", MS, SEC, |s| s.active.len() == 5)
+        .await;
+    assert_eq!(sim.snapshot().active, ids[1..].to_vec());
+    assert!(!running.join.is_finished(), "waits for the running handler");
+    gate.notify_one();
+    let consumer = running.consumer.clone();
+    sim.finish(running, SEC, MIN).await.unwrap();
+    let snap = sim.snapshot();
+    assert!(
+        !snap.data.contains_key(&ids[0]),
+        "the running job finished and was acked"
+    );
+    assert_eq!(snap.active, ids[1..].to_vec());
+    assert!(
+        rx.try_recv().is_err(),
+        "no other job started after shutdown"
+    );
+    assert_eq!(consumer.stats().given_back, 5);
+}
+
+#[tokio::test]
+async fn grace_period_cancels_handlers_and_gives_their_jobs_back_without_an_attempt() {
+    let sim = Sim::new();
+    let id = sim.producer.perform(Job::new("forever")).await.unwrap();
+    let consumer = sim
+        .builder()
+        .shutdown_grace_period(2 * SEC)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| async {
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let mut running = start(consumer, handler);
+    sim.next_event(&mut rx, MS, SEC).await;
+    running.stop();
+    let err = sim.finish(running, 100 * MS, 10 * SEC).await.unwrap_err();
+    assert!(
+        matches!(err, ConsumeError::ShutdownTimeout { cancelled: 1, .. }),
+        "{err:?}"
+    );
+    let snap = sim.snapshot();
+    assert_eq!(snap.active, vec![id.clone()]);
+    assert_eq!(
+        Job::decode(&snap.data[&id]).unwrap().attempt,
+        0,
+        "no attempt counted"
+    );
+    assert!(snap.inflight.is_empty());
+}
+
+#[tokio::test]
+async fn heartbeat_runs_until_the_last_handler_finishes() {
+    let sim = Sim::new();
+    sim.producer.perform(Job::new("long")).await.unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let g = gate.clone();
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |_| {
+        let g = g.clone();
+        async move {
+            g.notified().await;
+            Ok(())
+        }
+    });
+    let mut running = start(consumer, handler);
+    sim.next_event(&mut rx, MS, SEC).await;
+    running.stop();
+    // Five simulated minutes of shutdown with the handler still running: the consumer
+    // keeps heartbeating, so no custodian would take its job.
+    for _ in 0..5 {
+        sim.rt.advance_and_settle(MIN).await;
+        let snap = sim.snapshot();
+        let (_, beat) = snap.consumers[0];
+        assert!(
+            unix(sim.now()) - beat <= 60.0 + 1e-6,
+            "heartbeat stale during shutdown"
+        );
+    }
+    gate.notify_one();
+    sim.finish(running, SEC, MIN).await.unwrap();
+    assert!(sim.snapshot().consumers.is_empty());
+}
+
+#[tokio::test]
+async fn a_crashed_consumers_jobs_are_recovered_by_anothers_custodian() {
+    let sim = Sim::new();
+    let backend = sim.backend_arc();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            sim.producer
+                .perform(Job::new(format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    // A consumer registers, takes two jobs, then crashes (never heartbeats again).
+    let crashed = ConsumerId::from_string("crashed");
+    let t0 = unix(sim.now());
+    backend
+        .register(&sim.queue, &crashed, t0, Registration::Join)
+        .await
+        .unwrap();
+    let taken = backend.take(&sim.queue, &crashed, 2).await.unwrap();
+    assert_eq!(taken.len(), 2);
+
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer, handler);
+    assert_eq!(sim.next_event(&mut rx, MS, SEC).await.id, ids[2]);
+    // Orphaned after heartbeat interval + consumer timeout (2 min); the custodian sweeps
+    // every minute.
+    let mut recovered = [
+        sim.next_event(&mut rx, SEC, 4 * MIN).await,
+        sim.next_event(&mut rx, SEC, MIN).await,
+    ];
+    let elapsed = unix(recovered[0].at) - t0;
+    assert!(elapsed >= 120.0, "recovered too early, after {elapsed}s");
+    recovered.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expect = ids[..2].to_vec();
+    expect.sort();
+    assert_eq!(
+        recovered.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        expect
+    );
+    sim.until("crashed consumer removed", SEC, MIN, |s| {
+        s.consumers.iter().all(|(c, _)| c != "crashed") && s.data.is_empty()
+    })
+    .await;
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reaped_consumer_rejoins_under_a_fresh_id_and_its_stale_ack_changes_nothing() {
+    let sim = Sim::new();
+    let backend = sim.backend_arc();
+    let id = sim.producer.perform(Job::new("slow")).await.unwrap();
+    let release_first = Arc::new(tokio::sync::Notify::new());
+    let first_run = Arc::new(AtomicBool::new(true));
+    let (r, f) = (release_first.clone(), first_run.clone());
+    let consumer = sim
+        .builder()
+        .shutdown_grace_period(SEC)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |_| {
+        let (r, first) = (r.clone(), f.swap(false, Ordering::SeqCst));
+        async move {
+            if first {
+                r.notified().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    });
+    let mut running = start(consumer.clone(), handler);
+    sim.next_event(&mut rx, MS, SEC).await;
+    let old = sim.snapshot().consumers[0].0.clone();
+    // Another process's custodian reaps this consumer (as after a long pause).
+    let report = backend
+        .requeue_orphans(
+            &sim.queue,
+            curlyq::OrphanSweep {
+                expired_before: unix(sim.now()) + 1.0,
+                max_jobs: 50,
+                max_orphan_requeues: 0,
+                now: unix(sim.now()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.requeued, 1);
+    // At its next heartbeat it finds out, rejoins under a new ID and takes the job again.
+    let second = sim.next_event(&mut rx, SEC, 2 * MIN).await;
+    assert_eq!(second.id, id);
+    let snap = sim.snapshot();
+    let new = snap
+        .consumers
+        .iter()
+        .map(|(c, _)| c.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(new.len(), 1);
+    assert_ne!(new[0], old, "rejoined under a fresh ID");
+    // The first (stale) delivery finishes: its ack must not delete the new delivery.
+    release_first.notify_one();
+    sim.until("stale outcome counted", MS, SEC, |_| {
+        consumer.stats().not_owned == 1
+    })
+    .await;
+    let snap = sim.snapshot();
+    assert!(
+        snap.data.contains_key(&id),
+        "the newer delivery's job is intact"
+    );
+    assert_eq!(snap.inflight[&new[0]].len(), 1);
+    assert_eq!(consumer.stats().rejoined, 1);
+    running.stop();
+    let end = sim.finish(running, SEC, MIN).await;
+    assert!(matches!(
+        end,
+        Err(ConsumeError::ShutdownTimeout { cancelled: 1, .. })
+    ));
+    assert_eq!(
+        sim.snapshot().active,
+        vec![id],
+        "the cancelled delivery went back"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_ack_is_retried_with_backoff_and_is_not_fatal() {
+    let sim = Sim::new();
+    let id = sim.producer.perform(Job::new("x")).await.unwrap();
+    let acks_fail = Arc::new(AtomicBool::new(true));
+    let af = acks_fail.clone();
+    sim.backend.set_failing(Some(Arc::new(move |op, _| {
+        op == Operation::Ack && af.load(Ordering::SeqCst)
+    })));
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer.clone(), handler);
+    sim.next_event(&mut rx, MS, SEC).await;
+    sim.until("a few failed acks", 100 * MS, MIN, |_| {
+        sim.backend.calls(Operation::Ack) >= 3
+    })
+    .await;
+    assert!(
+        !running.join.is_finished(),
+        "a failing ack does not stop the consumer"
+    );
+    acks_fail.store(false, Ordering::SeqCst);
+    sim.until("acked", 100 * MS, 2 * MIN, |s| !s.data.contains_key(&id))
+        .await;
+    assert_eq!(consumer.stats().succeeded, 1);
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_loop_aborts_the_consumer_after_its_max_attempts() {
+    let sim = Sim::new();
+    let consumer = sim
+        .builder()
+        .poller_max_attempts(3)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, _rx) = reporting(sim.clock(), |_| ok());
+    let running = start(consumer, handler);
+    ManualRuntime_settle().await;
+    sim.backend
+        .set_failing(Some(Arc::new(|op, _| op == Operation::Take)));
+    let err = sim.finish(running, 100 * MS, 5 * MIN).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConsumeError::LoopAborted {
+                name: LoopName::Poller,
+                attempts: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn startup_fails_with_a_typed_error_when_the_store_is_down() {
+    let sim = Sim::new();
+    sim.backend.set_unavailable(true);
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let err = consumer
+        .run(|_: Job| ok(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConsumeError::Startup(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_lost_signal_delays_jobs_by_at_most_one_poll() {
+    let sim = Sim::new();
+    let consumer = sim.builder().build(sim.backend_arc()).unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer, handler);
+    sim.rt.advance_and_settle(SEC).await;
+    // A job lands in the active list without the signal (evicted or deleted).
+    let job = Job::new("quiet").with_id("quiet");
+    sim.backend.put_raw_data(&sim.queue, "quiet", job.encode());
+    sim.backend.push_raw_active(&sim.queue, "quiet");
+    sim.backend.set_signal(&sim.queue, false);
+    let t = sim.now();
+    let ev = sim.next_event(&mut rx, 100 * MS, 10 * SEC).await;
+    assert_eq!(ev.id, "quiet");
+    assert!(ev.at.duration_since(t).unwrap() <= Duration::from_secs(5) + 100 * MS);
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_custodian_keeps_the_dead_set_bounded() {
+    let sim = Sim::new();
+    for i in 0..5 {
+        sim.producer
+            .perform(Job::new("x").with_id(format!("d{i}")))
+            .await
+            .unwrap();
+    }
+    let consumer = sim
+        .builder()
+        .job_max_attempts(0)
+        .concurrency(1)
+        .dead_max_jobs(2)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), fails("nope"));
+    let mut running = start(consumer, handler);
+    for _ in 0..5 {
+        sim.next_event(&mut rx, MS, SEC).await;
+    }
+    sim.until("trimmed", SEC, 2 * MIN, |s: &QueueSnapshot| {
+        s.dead.len() == 2 && s.data.len() == 2 && s.reasons.len() == 2
+    })
+    .await;
+    let kept: Vec<String> = sim.snapshot().dead.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(kept, ["d3", "d4"], "the newest dead jobs are kept");
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_crashing_its_consumer_is_killed() {
+    let sim = Sim::new();
+    let backend = sim.backend_arc();
+    let id = sim.producer.perform(Job::new("crashy")).await.unwrap();
+    let crashed = ConsumerId::from_string("crashed");
+    backend
+        .register(&sim.queue, &crashed, unix(sim.now()), Registration::Join)
+        .await
+        .unwrap();
+    backend.take(&sim.queue, &crashed, 1).await.unwrap();
+    let consumer = sim
+        .builder()
+        .max_orphan_requeues(1)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let mut running = start(consumer, handler);
+    sim.until("killed as a crash-looper", SEC, 5 * MIN, |s| {
+        s.dead.len() == 1
+    })
+    .await;
+    let snap = sim.snapshot();
+    assert_eq!(snap.dead[0].0, id);
+    assert!(snap.reasons[&id].contains("orphaned"));
+    assert!(rx.try_recv().is_err(), "not run again");
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+#[test]
+fn bad_options_are_builder_errors_not_panics() {
+    let sim = Sim::new();
+    let b = || Consumer::builder("q").runtime(sim.rt.clone());
+    assert_eq!(
+        Consumer::builder("").build(sim.backend_arc()).unwrap_err(),
+        ConfigError::EmptyQueueName
+    );
+    assert!(matches!(
+        b().concurrency(0).build(sim.backend_arc()),
+        Err(ConfigError::Zero { .. })
+    ));
+    assert!(matches!(
+        b().poller_poll_duration(MS * 999).build(sim.backend_arc()),
+        Err(ConfigError::BelowMinimum { .. })
+    ));
+    assert!(matches!(
+        b().custodian_max_jobs(8000).build(sim.backend_arc()),
+        Err(ConfigError::TooLarge { .. })
+    ));
+}

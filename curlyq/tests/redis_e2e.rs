@@ -1,0 +1,308 @@
+//! End to end on a real redis-server that each test starts on a free loopback port:
+//! producer, consumer and the redis-rs backend together, and a queue left by Go CurlyQ.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::{reporting, start, unix};
+use curlyq::{BackendError, ConsumeError, Consumer, Job, LoopName, Producer, QueueBackend};
+use curlyq_testkit::RedisServer;
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn clock() -> Arc<dyn curlyq::Runtime> {
+    Arc::new(curlyq::TokioRuntime)
+}
+
+async fn backend(server: &RedisServer) -> Arc<dyn QueueBackend> {
+    curlyq::connect(&server.url()).await.expect("connects")
+}
+
+fn cmd(server: &RedisServer, args: &[&str]) -> String {
+    server.command(args).expect("redis command")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produces_and_consumes_every_job_exactly_once() {
+    let server = RedisServer::start().unwrap();
+    let backend = backend(&server).await;
+    let producer = Producer::new(backend.clone(), "e2e").unwrap();
+    let batch: Vec<Job> = (0..100).map(|i| Job::new(format!("bulk {i}"))).collect();
+    for r in producer.perform_many(batch).await.unwrap() {
+        r.unwrap();
+    }
+    for i in 0..100 {
+        producer
+            .perform(Job::new(format!("one {i}")))
+            .await
+            .unwrap();
+    }
+    let counts = Arc::new(Mutex::new(BTreeMap::<String, u32>::new()));
+    let consumer = Consumer::builder("e2e")
+        .concurrency(8)
+        .build(backend)
+        .unwrap();
+    let c = counts.clone();
+    let (handler, mut rx) = reporting(clock(), move |job: Job| {
+        *c.lock().unwrap().entry(job.id).or_default() += 1;
+        common::ok()
+    });
+    let mut running = start(consumer, handler);
+    for _ in 0..200 {
+        timeout(LIMIT, rx.recv()).await.expect("jobs keep coming");
+    }
+    running.stop();
+    timeout(LIMIT, running.join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let counts = counts.lock().unwrap();
+    assert_eq!(counts.len(), 200);
+    assert!(counts.values().all(|&n| n == 1), "each job ran once");
+    assert_eq!(cmd(&server, &["HLEN", "e2e:data"]), ":0\r\n");
+    assert_eq!(cmd(&server, &["ZCARD", "e2e:consumers"]), ":0\r\n");
+}
+
+/// Loads `spec/go-queue-fixture.json` (a queue state left by Go CurlyQ) into `server`.
+fn load_go_fixture(server: &RedisServer) {
+    // A copy of spec/go-queue-fixture.json, kept in the repository.
+    let text = include_str!("go-queue-fixture.json");
+    let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+    for (key, v) in doc["keys"].as_object().unwrap() {
+        match v["type"].as_str().unwrap() {
+            "list" => {
+                for item in v["items"].as_array().unwrap() {
+                    cmd(server, &["RPUSH", key, item.as_str().unwrap()]);
+                }
+            }
+            "set" => {
+                for m in v["members"].as_array().unwrap() {
+                    cmd(server, &["SADD", key, m.as_str().unwrap()]);
+                }
+            }
+            "zset" => {
+                for m in v["members"].as_array().unwrap() {
+                    let score = m["score"].as_f64().unwrap().to_string();
+                    cmd(
+                        server,
+                        &["ZADD", key, &score, m["member"].as_str().unwrap()],
+                    );
+                }
+            }
+            "hash" => {
+                for (field, hexval) in v["fields_hex"].as_object().unwrap() {
+                    let bytes = hex::decode(hexval.as_str().unwrap()).unwrap();
+                    server
+                        .command_bytes(&[b"HSET", key.as_bytes(), field.as_bytes(), &bytes])
+                        .unwrap();
+                }
+            }
+            other => panic!("unknown type {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_a_queue_left_by_go_curlyq_as_the_wire_contract_says() {
+    let server = RedisServer::start().unwrap();
+    load_go_fixture(&server);
+    let backend = backend(&server).await;
+    let runs = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
+    let r = runs.clone();
+    let consumer = Consumer::builder("goq").build(backend).unwrap();
+    let (handler, mut rx) = reporting(clock(), move |job: Job| {
+        r.lock().unwrap().push((job.id, job.attempt));
+        common::ok()
+    });
+    let mut running = start(consumer, handler);
+    for _ in 0..7 {
+        timeout(LIMIT, rx.recv()).await.expect("all seven jobs run");
+    }
+    // Let the last acks land, then stop.
+    for _ in 0..200 {
+        if cmd(&server, &["HLEN", "goq:data"]) == ":3\r\n" {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running.stop();
+    timeout(LIMIT, running.join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    let mut runs = runs.lock().unwrap().clone();
+    runs.sort();
+    let expect: Vec<(String, u32)> = ["go-a2", "go-a3", "go-a4", "go-a5", "go-a6", "go-d1"]
+        .iter()
+        .map(|id| (id.to_string(), 0))
+        .chain([("go-r1".to_string(), 1)])
+        .collect();
+    let mut expect = expect;
+    expect.sort();
+    assert_eq!(
+        runs, expect,
+        "each job ran exactly once, go-r1 with Attempt 1"
+    );
+    assert_eq!(
+        cmd(&server, &["HKEYS", "goq:data"])
+            .lines()
+            .filter(|l| l.starts_with("go-"))
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["go-k1", "go-s1", "go-s2"].into_iter().collect()
+    );
+    assert_eq!(cmd(&server, &["ZCARD", "goq:consumers"]), ":0\r\n");
+    assert!(cmd(&server, &["ZRANGE", "goq:dead", "0", "-1"]).contains("go-k1"));
+    let scheduled = cmd(&server, &["ZRANGE", "goq:scheduled", "0", "-1"]);
+    assert!(scheduled.contains("go-s1") && scheduled.contains("go-s2"));
+    let k1 = server
+        .command_bytes(&[b"HGET", b"goq:data", b"go-k1"])
+        .unwrap();
+    let body = &k1[k1.iter().position(|&b| b == b'\n').unwrap() + 1..k1.len() - 2];
+    assert_eq!(
+        Job::decode(body).unwrap().attempt,
+        2,
+        "the dead job is untouched"
+    );
+    assert_eq!(cmd(&server, &["EXISTS", "goq:orphaned"]), ":0\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_is_a_clear_error_at_connect_and_at_startup() {
+    let mut server = RedisServer::start().unwrap();
+    let url = server.url();
+    let backend = backend(&server).await;
+    server.stop();
+    let started = std::time::Instant::now();
+    let err = match timeout(LIMIT, curlyq::connect(&url)).await.unwrap() {
+        Err(e) => e,
+        Ok(_) => panic!("connected to a stopped server"),
+    };
+    assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let consumer = Consumer::builder("q").build(backend).unwrap();
+    let err = timeout(
+        LIMIT,
+        consumer.run(|_: Job| common::ok(), std::future::pending()),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(matches!(err, ConsumeError::Startup(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_aborts_after_its_max_attempts_when_redis_stops_mid_run() {
+    let mut server = RedisServer::start().unwrap();
+    let backend = backend(&server).await;
+    let producer = Producer::new(backend.clone(), "abort").unwrap();
+    producer.perform(Job::new("warm-up")).await.unwrap();
+    let consumer = Consumer::builder("abort")
+        .poller_max_attempts(2)
+        .poller_max_backoff(Duration::from_millis(200))
+        .poller_poll_duration(Duration::from_secs(1))
+        .shutdown_grace_period(Duration::from_secs(2))
+        .build(backend)
+        .unwrap();
+    let (handler, mut rx) = reporting(clock(), |_| common::ok());
+    let running = start(consumer, handler);
+    timeout(LIMIT, rx.recv()).await.expect("running");
+    server.stop();
+    let err = timeout(Duration::from_secs(60), running.join)
+        .await
+        .expect("the consumer gives up")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConsumeError::LoopAborted {
+                name: LoopName::Poller,
+                attempts: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_job_starts_within_50ms_of_its_time_on_an_idle_consumer() {
+    let server = RedisServer::start().unwrap();
+    let backend = backend(&server).await;
+    let producer = Producer::new(backend.clone(), "sched").unwrap();
+    producer.perform(Job::new("warm-up")).await.unwrap();
+    let consumer = Consumer::builder("sched").build(backend).unwrap();
+    let (handler, mut rx) = reporting(clock(), |_| common::ok());
+    let mut running = start(consumer, handler);
+    timeout(LIMIT, rx.recv())
+        .await
+        .expect("idle consumer running");
+    let due = unix(SystemTime::now()) + 1.5;
+    producer
+        .perform_at_unix(due, Job::new("on time"))
+        .await
+        .unwrap();
+    let ev = timeout(LIMIT, rx.recv()).await.unwrap().unwrap();
+    let lateness = unix(ev.at) - due;
+    assert!(
+        (0.0..0.05).contains(&lateness),
+        "started {lateness:.3}s after its due time"
+    );
+    running.stop();
+    timeout(LIMIT, running.join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_in_redis_goes_to_the_dead_set_and_good_jobs_run() {
+    let server = RedisServer::start().unwrap();
+    let backend = backend(&server).await;
+    let producer = Producer::new(backend.clone(), "bad").unwrap();
+    let good = producer.perform(Job::new("good")).await.unwrap();
+    server
+        .command_bytes(&[b"HSET", b"bad:data", b"poison", b"\xc1\x00junk"])
+        .unwrap();
+    cmd(&server, &["RPUSH", "bad:active", "poison", "ghost"]);
+    let good2 = producer.perform(Job::new("good too")).await.unwrap();
+    let consumer = Consumer::builder("bad").build(backend).unwrap();
+    let (handler, mut rx) = reporting(clock(), |_| common::ok());
+    let mut running = start(consumer, handler);
+    let mut seen = vec![
+        timeout(LIMIT, rx.recv()).await.unwrap().unwrap().id,
+        timeout(LIMIT, rx.recv()).await.unwrap().unwrap().id,
+    ];
+    seen.sort();
+    let mut expect = vec![good, good2];
+    expect.sort();
+    assert_eq!(seen, expect);
+    for _ in 0..500 {
+        if cmd(&server, &["ZCARD", "bad:dead"]) == ":2\r\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cmd(&server, &["ZCARD", "bad:dead"]), ":2\r\n");
+    assert!(cmd(&server, &["HGET", "bad:dead:reasons", "poison"]).contains("undecodable"));
+    assert!(cmd(&server, &["HGET", "bad:dead:reasons", "ghost"]).contains("missing"));
+    let raw = server
+        .command_bytes(&[b"HGET", b"bad:data", b"poison"])
+        .unwrap();
+    assert!(raw.ends_with(b"\xc1\x00junk\r\n"), "raw bytes kept");
+    running.stop();
+    timeout(LIMIT, running.join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
