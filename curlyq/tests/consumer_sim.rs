@@ -694,3 +694,52 @@ fn bad_options_are_builder_errors_not_panics() {
         Err(ConfigError::TooLarge { .. })
     ));
 }
+
+#[tokio::test]
+async fn handlers_run_concurrently_up_to_the_concurrency_limit_and_no_further() {
+    let sim = Sim::new();
+    for i in 0..10 {
+        sim.producer
+            .perform(Job::new(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let consumer = sim
+        .builder()
+        .concurrency(3)
+        .poller_buffer_size(2)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |_| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.expect("open").forget();
+            Ok(())
+        }
+    });
+    let mut running = start(consumer, handler);
+    for _ in 0..3 {
+        sim.next_event(&mut rx, MS, SEC).await;
+    }
+    sim.rt.advance_and_settle(10 * SEC).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "a fourth handler started while three run"
+    );
+    // 3 running + a buffer of 2 taken; the other 5 wait in Redis for a free handler.
+    let snap = sim.snapshot();
+    assert_eq!(snap.all_inflight().len(), 5);
+    assert_eq!(snap.active.len(), 5);
+    gate.add_permits(1);
+    sim.next_event(&mut rx, MS, SEC).await;
+    assert!(rx.try_recv().is_err(), "one finished, one more started");
+    gate.add_permits(100);
+    for _ in 0..6 {
+        sim.next_event(&mut rx, MS, SEC).await;
+    }
+    sim.until("all acked", MS, SEC, |s| s.data.is_empty()).await;
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
