@@ -18,3 +18,9 @@ async fn redis_backend_meets_the_contract() {
         failures.len()
     );
 }
+
+/// The scripts' per-call limit is the batch size the core chunks by.
+#[test]
+fn script_limit_matches_the_core_batch_size() {
+    assert_eq!(curlyq_lua::MAX_JOBS_PER_CALL, curlyq_core::MAX_BATCH);
+}
