@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::BackendError;
+use crate::snapshot::QueueSnapshot;
 
 /// Most jobs one script call handles. Backends split larger batches into chunks of at
 /// most this many (Lua's `unpack` fails near 8,000 elements); consumer batch options are
@@ -367,6 +368,15 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// `killed_before`, and the oldest beyond `keep_at_most`, at most `max_jobs` of them.
     /// Returns how many were removed.
     async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError>;
+
+    /// Reads the whole state of a queue at one instant (for tests, tools and the
+    /// conformance suite; it reads every job, so it is not for hot paths).
+    ///
+    /// # Behavior
+    /// - Atomic: no operation is seen half done.
+    /// - In-flight sets are listed for the consumers in the consumer set; empty ones are
+    ///   absent.
+    async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError>;
 
     /// Removes a consumer from the consumer set if its in-flight set is empty (clean
     /// shutdown). Returns `false` only when the consumer still holds jobs (then nothing

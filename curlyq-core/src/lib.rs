@@ -15,6 +15,7 @@ mod job;
 mod options;
 mod producer;
 pub mod runtime;
+mod snapshot;
 mod sync;
 
 pub use backend::{
@@ -32,6 +33,7 @@ pub use producer::Producer;
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;
 pub use runtime::{unix_seconds, Runtime};
+pub use snapshot::QueueSnapshot;
 
 /// Re-exported so that backend implementors use the same `async_trait` as the trait.
 pub use async_trait::async_trait;

@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use curlyq_core::{
     async_trait, BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport,
-    OrphanSweep, QueueBackend, QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
-    MAX_BATCH,
+    OrphanSweep, QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob,
+    TakenJob, Waiter, MAX_BATCH,
 };
 use curlyq_lua::Keys;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -808,4 +808,70 @@ impl QueueBackend for RedisBackend {
             .ok_or_else(|| invalid("unregister: no reply"))?;
         Ok(reply::int("unregister", reply)? == 1)
     }
+
+    async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let mut conn = self.conn.clone();
+        // The consumers name the in-flight keys to read; the transaction then reads them
+        // all (and the consumers again) at one instant. A consumer that joined between
+        // the two reads is listed with an empty in-flight set.
+        let mut list = redis::cmd("ZRANGE");
+        list.arg(&keys.consumers).arg(0).arg(-1);
+        let members: Vec<String> = parse("consumers", self.command(&mut conn, &list).await?)?;
+        let mut tx = redis::pipe();
+        tx.atomic()
+            .hgetall(&keys.data)
+            .lrange(&keys.active, 0, -1)
+            .zrange_withscores(&keys.scheduled, 0, -1)
+            .zrange_withscores(&keys.dead, 0, -1)
+            .zrange_withscores(&keys.consumers, 0, -1)
+            .llen(&keys.signal)
+            .hgetall(&keys.reasons)
+            .hgetall(&keys.orphaned);
+        for member in &members {
+            tx.smembers(member);
+        }
+        let replies: Vec<Value> = tx
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| error::from_redis(&self.secrets, &e))?;
+        let mut replies = replies.into_iter();
+        let mut next = |what: &str| {
+            replies
+                .next()
+                .ok_or_else(|| invalid(format!("snapshot: no reply for {what}")))
+        };
+        let prefix = keys.inflight("");
+        let consumer_id = |member: &str| member.strip_prefix(&prefix).unwrap_or(member).to_owned();
+        let mut snap = QueueSnapshot {
+            data: parse("data", next("data")?)?,
+            active: parse("active", next("active")?)?,
+            scheduled: parse("scheduled", next("scheduled")?)?,
+            dead: parse("dead", next("dead")?)?,
+            ..QueueSnapshot::default()
+        };
+        let consumers: Vec<(String, f64)> = parse("consumers", next("consumers")?)?;
+        snap.consumers = consumers
+            .into_iter()
+            .map(|(member, score)| (consumer_id(&member), score))
+            .collect();
+        snap.signal = parse::<i64>("signal", next("signal")?)? > 0;
+        snap.reasons = parse("reasons", next("reasons")?)?;
+        snap.orphaned = parse("orphaned", next("orphaned")?)?;
+        for member in &members {
+            let ids: std::collections::BTreeSet<String> = parse("in-flight", next(member)?)?;
+            if !ids.is_empty() {
+                snap.inflight.insert(consumer_id(member), ids);
+            }
+        }
+        Ok(snap)
+    }
+}
+
+/// Converts a reply, mapping error replies and unexpected shapes to typed errors.
+fn parse<T: redis::FromRedisValue>(what: &str, value: Value) -> Result<T, BackendError> {
+    if let Value::ServerError(e) = &value {
+        return Err(BackendError::Rejected(format!("snapshot of {what}: {e:?}")));
+    }
+    redis::from_redis_value(value).map_err(|e| invalid(format!("snapshot of {what}: {e}")))
 }

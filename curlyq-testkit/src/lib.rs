@@ -9,7 +9,8 @@ mod memory;
 mod redis_server;
 
 pub use manual::{ManualRuntime, SETTLE_YIELDS};
-pub use memory::{
-    orphan_kill_reason, FailWhen, InjectedFailure, MemoryBackend, Operation, QueueSnapshot,
-};
+pub use memory::{orphan_kill_reason, FailWhen, InjectedFailure, MemoryBackend, Operation};
 pub use redis_server::RedisServer;
+
+/// The plain-data picture of a queue (defined in `curlyq-core`).
+pub use curlyq_core::QueueSnapshot;

@@ -7,7 +7,7 @@
 //! injected with [`MemoryBackend::fail_next`] and friends.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,8 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
-    QueueBackend, QueueName, Registration, RetryJob, Runtime, ScheduledJob, TakenJob, TokioRuntime,
-    Waiter,
+    QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, Runtime, ScheduledJob,
+    TakenJob, TokioRuntime, Waiter,
 };
 use event_listener::Event;
 use futures::future::{self, Either};
@@ -50,6 +50,8 @@ pub enum Operation {
     Wait,
     /// [`QueueBackend::ack`].
     Ack,
+    /// [`QueueBackend::snapshot`].
+    Snapshot,
     /// [`QueueBackend::retry`].
     Retry,
     /// [`QueueBackend::kill`].
@@ -96,39 +98,6 @@ impl fmt::Display for InjectedFailure {
 }
 
 impl std::error::Error for InjectedFailure {}
-
-/// The state of one queue as plain data, in the shape of its Redis keys.
-///
-/// Sorted sets are listed by `(score, member)` as Redis orders them; in-flight sets that
-/// are empty are absent (Redis deletes empty sets).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct QueueSnapshot {
-    /// `Q:data`: job ID -> stored bytes.
-    pub data: BTreeMap<String, Vec<u8>>,
-    /// `Q:active`: IDs from head to tail.
-    pub active: Vec<String>,
-    /// `Q:scheduled`: `(ID, due time)`, sorted by (score, member).
-    pub scheduled: Vec<(String, f64)>,
-    /// `Q:dead`: `(ID, time of death)`, sorted by (score, member).
-    pub dead: Vec<(String, f64)>,
-    /// `Q:consumers`: `(consumer ID, last heartbeat)`, sorted by (score, member).
-    pub consumers: Vec<(String, f64)>,
-    /// `Q:inflight:<consumer>`: consumer ID -> taken job IDs (non-empty sets only).
-    pub inflight: BTreeMap<String, BTreeSet<String>>,
-    /// `Q:signal`: whether the wake-up flag is set.
-    pub signal: bool,
-    /// `Q:dead:reasons`: dead job ID -> why it died.
-    pub reasons: BTreeMap<String, String>,
-    /// `Q:orphaned`: job ID -> times its consumer was reaped while holding it.
-    pub orphaned: BTreeMap<String, u32>,
-}
-
-impl QueueSnapshot {
-    /// All job IDs in the in-flight sets of every consumer.
-    pub fn all_inflight(&self) -> BTreeSet<String> {
-        self.inflight.values().flatten().cloned().collect()
-    }
-}
 
 /// A score of a sorted set: a non-NaN `f64`, with `-0.0` stored as `0.0` (Redis compares
 /// them equal), totally ordered.
@@ -558,6 +527,10 @@ fn injected(operation: Operation, applied: bool) -> BackendError {
 
 #[async_trait]
 impl QueueBackend for MemoryBackend {
+    async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
+        self.op(Operation::Snapshot, queue, |q| Ok(q.snapshot()))
+    }
+
     async fn push(
         &self,
         queue: &QueueName,

@@ -131,6 +131,10 @@ impl QueueBackend for AckAnything {
     async fn unregister(&self, q: &QueueName, c: &ConsumerId) -> Result<bool, BackendError> {
         self.0.unregister(q, c).await
     }
+
+    async fn snapshot(&self, q: &QueueName) -> Result<curlyq_core::QueueSnapshot, BackendError> {
+        QueueBackend::snapshot(&self.0, q).await
+    }
 }
 
 #[tokio::test]
