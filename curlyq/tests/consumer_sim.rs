@@ -743,3 +743,57 @@ async fn handlers_run_concurrently_up_to_the_concurrency_limit_and_no_further() 
     running.stop();
     sim.finish(running, SEC, MIN).await.unwrap();
 }
+
+/// A handler that blocks its thread (CPU-bound work done wrong) does not stop the
+/// heartbeat: handlers run in their own tasks on the runtime's worker threads, apart from
+/// the loops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_blocking_handler_does_not_starve_the_heartbeat() {
+    let sim = Sim::new();
+    sim.producer.perform(Job::new("cpu-bound")).await.unwrap();
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked = Arc::new(std::sync::Mutex::new(blocked));
+    let consumer = sim
+        .builder()
+        .concurrency(1)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |_| {
+        let blocked = blocked.clone();
+        async move {
+            // Holds a worker thread without yielding until the test releases it.
+            let _ = blocked.lock().unwrap().recv();
+            Ok(())
+        }
+    });
+    let mut running = start(consumer, handler);
+    let started = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("handler started")
+        .unwrap();
+    let beat_before = sim.snapshot().consumers[0].1;
+    sim.rt.advance(MIN);
+    // Wait (in wall time, bounded) for the heartbeat of the new minute to land.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim.snapshot().consumers[0].1 <= beat_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat while a handler blocked its thread"
+        );
+        tokio::task::yield_now().await;
+        std::thread::yield_now();
+    }
+    assert!(sim.snapshot().consumers[0].1 >= unix(started.at) + 60.0);
+    release.send(()).unwrap();
+    running.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !running.join.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumer did not stop"
+        );
+        tokio::task::yield_now().await;
+        std::thread::yield_now();
+    }
+    running.join.await.unwrap().unwrap();
+}
