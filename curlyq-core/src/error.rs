@@ -99,6 +99,16 @@ pub enum ProduceError {
         /// What is wrong with the time.
         reason: String,
     },
+    /// The payload is larger than the producer's limit; nothing was written.
+    #[error("job {id:?} has a payload of {size} bytes, above the limit of {max}; store large payloads elsewhere and enqueue a reference, or raise the limit with Producer::with_max_payload")]
+    PayloadTooLarge {
+        /// The job's ID.
+        id: String,
+        /// The payload's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
     /// The backend failed. The jobs may or may not have been written: push them again
     /// with the same IDs (the ones in this error) to be sure, which cannot create a
     /// second job.

@@ -29,7 +29,7 @@ pub use error::{
 };
 pub use job::Job;
 pub use options::ConsumerOptions;
-pub use producer::Producer;
+pub use producer::{Producer, DEFAULT_MAX_PAYLOAD};
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;
 pub use runtime::{unix_seconds, Runtime};

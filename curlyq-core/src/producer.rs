@@ -28,7 +28,11 @@ pub struct Producer {
     backend: Arc<dyn QueueBackend>,
     queue: QueueName,
     clock: Option<Arc<dyn Runtime>>,
+    max_payload: usize,
 }
+
+/// The largest payload ([`Job::data`]) a producer accepts by default: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,6 +52,7 @@ impl Producer {
             backend,
             queue: QueueName::new(queue)?,
             clock: None,
+            max_payload: DEFAULT_MAX_PAYLOAD,
         })
     }
 
@@ -55,6 +60,14 @@ impl Producer {
     /// clock in tests); the system clock otherwise.
     pub fn with_clock(mut self, runtime: Arc<dyn Runtime>) -> Self {
         self.clock = Some(runtime);
+        self
+    }
+
+    /// Refuses jobs whose payload is larger than `bytes` with
+    /// [`ProduceError::PayloadTooLarge`], writing nothing for them (default
+    /// [`DEFAULT_MAX_PAYLOAD`]).
+    pub fn with_max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
         self
     }
 
@@ -91,16 +104,54 @@ impl Producer {
         &self,
         jobs: Vec<Job>,
     ) -> Result<Vec<Result<String, ProduceError>>, ProduceError> {
-        let encoded: Vec<EncodedJob> = jobs.into_iter().map(encode_with_id).collect();
-        let created = self
-            .backend
-            .push(&self.queue, &encoded)
-            .await
-            .map_err(|source| ProduceError::Backend {
-                ids: encoded.iter().map(|j| j.id.clone()).collect(),
-                source,
-            })?;
-        outcomes(encoded, created)
+        // Oversized jobs are refused here, in place; the others go in one round trip.
+        let mut results: Vec<Option<Result<String, ProduceError>>> = Vec::with_capacity(jobs.len());
+        let mut encoded = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match self.check_payload(job) {
+                Ok(job) => {
+                    results.push(None);
+                    encoded.push(encode_with_id(job));
+                }
+                Err(refused) => results.push(Some(Err(refused))),
+            }
+        }
+        let pushed = if encoded.is_empty() {
+            Vec::new()
+        } else {
+            let created = self
+                .backend
+                .push(&self.queue, &encoded)
+                .await
+                .map_err(|source| ProduceError::Backend {
+                    ids: encoded.iter().map(|j| j.id.clone()).collect(),
+                    source,
+                })?;
+            outcomes(encoded, created)?
+        };
+        let mut pushed = pushed.into_iter();
+        Ok(results
+            .into_iter()
+            .map(|slot| {
+                slot.or_else(|| pushed.next()).unwrap_or_else(|| {
+                    Err(ProduceError::Backend {
+                        ids: Vec::new(),
+                        source: crate::BackendError::InvalidReply("no result for a job".into()),
+                    })
+                })
+            })
+            .collect())
+    }
+
+    fn check_payload(&self, job: Job) -> Result<Job, ProduceError> {
+        if job.data.len() > self.max_payload {
+            return Err(ProduceError::PayloadTooLarge {
+                id: job.id,
+                size: job.data.len(),
+                max: self.max_payload,
+            });
+        }
+        Ok(job)
     }
 
     /// Pushes a job to run at `when` (it waits in the scheduled set until then).
@@ -128,7 +179,7 @@ impl Producer {
     }
 
     async fn schedule(&self, at: f64, job: Job) -> Result<String, ProduceError> {
-        let job = encode_with_id(job);
+        let job = encode_with_id(self.check_payload(job)?);
         if !at.is_finite() || at < 0.0 {
             return Err(ProduceError::InvalidTime {
                 id: job.id,

@@ -797,3 +797,40 @@ async fn a_thread_blocking_handler_does_not_starve_the_heartbeat() {
     }
     running.join.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_oversized_payload_is_refused_and_nothing_is_written() {
+    let sim = Sim::new();
+    let producer = sim.producer.clone().with_max_payload(1024);
+    let before = sim.snapshot();
+    let big = Job::new(vec![7u8; 1025]).with_id("big");
+    assert!(matches!(
+        producer.perform(big.clone()).await,
+        Err(ProduceError::PayloadTooLarge {
+            size: 1025,
+            max: 1024,
+            ..
+        })
+    ));
+    assert!(matches!(
+        producer.perform_after(SEC, big.clone()).await,
+        Err(ProduceError::PayloadTooLarge { .. })
+    ));
+    assert_eq!(sim.snapshot(), before, "nothing written");
+    let outcomes = producer
+        .perform_many(vec![
+            Job::new("small").with_id("a"),
+            big,
+            Job::new(vec![0u8; 1024]).with_id("b"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(outcomes[0].as_deref().unwrap(), "a");
+    assert!(matches!(
+        outcomes[1],
+        Err(ProduceError::PayloadTooLarge { .. })
+    ));
+    assert_eq!(outcomes[2].as_deref().unwrap(), "b");
+    assert_eq!(sim.snapshot().active, ["a".to_string(), "b".to_string()]);
+    assert_eq!(curlyq::DEFAULT_MAX_PAYLOAD, 16 * 1024 * 1024);
+}
