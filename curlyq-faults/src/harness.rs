@@ -1,0 +1,361 @@
+//! The harness: a durable `redis-server`, worker processes, seeds, bounded waits and a
+//! producer that keeps the ledger.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use curlyq::{Job, ProduceError, Producer};
+use curlyq_redis_rs::RedisBackend;
+use curlyq_testkit::RedisServer;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::ledger::{now_micros, Kind, LedgerWriter};
+use crate::worker::WorkerConfig;
+
+/// The arguments every fault-suite server gets: durable (AOF, fsync always), never
+/// evicting, `DEBUG` allowed from loopback.
+pub const DURABLE_ARGS: &[&str] = &[
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+    "--maxmemory-policy",
+    "noeviction",
+    "--enable-debug-command",
+    "local",
+];
+
+/// Starts a durable server (on a free loopback port; killed on drop).
+pub fn durable_redis(extra: &[&str]) -> std::io::Result<RedisServer> {
+    let mut args: Vec<&str> = DURABLE_ARGS.to_vec();
+    args.extend_from_slice(extra);
+    RedisServer::start_with_args(&args)
+}
+
+/// The scenario's seed: `CURLYQ_FAULT_SEED` if set, else random. Printed.
+pub fn seeded(scenario: &str) -> (u64, StdRng) {
+    let seed = std::env::var("CURLYQ_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("[{scenario}] seed {seed} (rerun with CURLYQ_FAULT_SEED={seed})");
+    (seed, StdRng::seed_from_u64(seed))
+}
+
+/// Polls `cond` every `every` until it holds; `Err` with `what` after `limit`.
+pub async fn wait_for<F, Fut>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut cond: F,
+) -> Result<Duration, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if cond().await {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(format!("{what}: not reached within {limit:?}"));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// A worker process (the `curlyq-fault-worker` binary).
+#[derive(Debug)]
+pub struct WorkerProc {
+    child: Option<Child>,
+    pid: u32,
+    /// Its slot in the pool.
+    pub slot: usize,
+    /// Where its stdout went (the `STATS` line).
+    pub stdout: PathBuf,
+    /// Where its stderr went.
+    pub stderr: PathBuf,
+}
+
+impl WorkerProc {
+    /// The process ID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal`; an already exited process is not an error.
+    pub fn signal(&self, signal: Signal) {
+        if self.child.is_some() {
+            let _ = kill(Pid::from_raw(self.pid as i32), signal);
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit code (`None` if killed by a
+    /// signal), or `Err` when it still runs (it is then killed).
+    pub fn wait(&mut self, limit: Duration) -> Result<Option<i32>, String> {
+        let Some(child) = self.child.as_mut() else {
+            return Err("already reaped".into());
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Ok(status.code());
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    self.hard_kill();
+                    return Err(format!("worker {} did not exit within {limit:?}", self.pid));
+                }
+            }
+        }
+    }
+
+    /// Whether the process has exited (reaping it).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => true,
+            Some(child) => match child.try_wait() {
+                Ok(Some(_)) => {
+                    self.child = None;
+                    true
+                }
+                _ => false,
+            },
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn hard_kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGCONT first: a stopped process still dies of SIGKILL, but be explicit.
+            let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The `STATS` line it printed, if any.
+    pub fn stats_line(&self) -> Option<String> {
+        std::fs::read_to_string(&self.stdout)
+            .ok()?
+            .lines()
+            .find(|l| l.starts_with("STATS "))
+            .map(str::to_owned)
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.hard_kill();
+    }
+}
+
+/// Worker processes of one scenario, each killed on drop (even when the test panics).
+#[derive(Debug)]
+pub struct WorkerPool {
+    binary: PathBuf,
+    dir: PathBuf,
+    spawned: usize,
+    /// The live (or not yet reaped) workers, by slot.
+    pub workers: Vec<WorkerProc>,
+}
+
+impl WorkerPool {
+    /// A pool running `binary`, writing outputs under `dir`.
+    pub fn new(binary: impl Into<PathBuf>, dir: &Path) -> Self {
+        WorkerPool {
+            binary: binary.into(),
+            dir: dir.to_path_buf(),
+            spawned: 0,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Starts a worker in `slot` with `config`.
+    pub fn spawn(&mut self, slot: usize, config: &WorkerConfig) -> std::io::Result<u32> {
+        let n = self.spawned;
+        self.spawned += 1;
+        let stdout = self.dir.join(format!("worker-{n}.out"));
+        let stderr = self.dir.join(format!("worker-{n}.err"));
+        let child = Command::new(&self.binary)
+            .args(config.to_args())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout)?)
+            .stderr(std::fs::File::create(&stderr)?)
+            .spawn()?;
+        let pid = child.id();
+        self.workers.push(WorkerProc {
+            child: Some(child),
+            pid,
+            slot,
+            stdout,
+            stderr,
+        });
+        Ok(pid)
+    }
+
+    /// How many workers were started so far.
+    pub fn spawned(&self) -> usize {
+        self.spawned
+    }
+
+    /// The live worker in `slot`.
+    pub fn in_slot(&mut self, slot: usize) -> Option<&mut WorkerProc> {
+        self.workers
+            .iter_mut()
+            .find(|w| w.slot == slot && w.child.is_some())
+    }
+
+    /// Slots whose worker exited (reaped and removed from the pool), with their pids.
+    pub fn reap_exited(&mut self) -> Vec<(usize, u32)> {
+        let mut out = Vec::new();
+        self.workers.retain_mut(|w| {
+            if w.exited() {
+                out.push((w.slot, w.pid));
+                false
+            } else {
+                true
+            }
+        });
+        out
+    }
+
+    /// SIGTERMs every worker and waits (each at most `limit`); the exit codes.
+    pub fn stop_all(&mut self, limit: Duration) -> Vec<Result<Option<i32>, String>> {
+        for w in &self.workers {
+            w.signal(Signal::SIGTERM);
+        }
+        let codes = self.workers.iter_mut().map(|w| w.wait(limit)).collect();
+        self.workers.clear();
+        codes
+    }
+
+    /// Every worker's stderr, concatenated (for failure messages).
+    pub fn stderr_tail(&self, max: usize) -> String {
+        let mut out = String::new();
+        for n in 0..self.spawned {
+            if let Ok(text) = std::fs::read_to_string(self.dir.join(format!("worker-{n}.err"))) {
+                if !text.trim().is_empty() {
+                    out.push_str(&format!("--- worker {n}\n{text}"));
+                }
+            }
+        }
+        let cut = out.len().saturating_sub(max);
+        let cut = (cut..=out.len())
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(out.len());
+        out[cut..].to_owned()
+    }
+}
+
+/// A producer that records every push in its ledger: attempted, then ok, exists, or in
+/// doubt (when the push failed with a backend error and its outcome is unknown).
+#[derive(Debug)]
+pub struct LedgeredProducer {
+    producer: Producer,
+    ledger: LedgerWriter,
+}
+
+/// What one batch push came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushCount {
+    /// Confirmed.
+    pub ok: usize,
+    /// Already existing.
+    pub exists: usize,
+    /// Unknown outcome.
+    pub doubt: usize,
+}
+
+impl LedgeredProducer {
+    /// A producer on `backend` for `queue`, writing its ledger in `dir`.
+    pub fn new(backend: Arc<RedisBackend>, queue: &str, dir: &Path) -> std::io::Result<Self> {
+        let producer = Producer::new(backend, queue).map_err(std::io::Error::other)?;
+        Ok(LedgeredProducer {
+            producer,
+            ledger: LedgerWriter::create(dir, "producer")?,
+        })
+    }
+
+    /// Pushes `jobs` in one round trip (they must have IDs).
+    pub async fn push(&self, jobs: Vec<Job>) -> std::io::Result<PushCount> {
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let t = now_micros();
+        self.ledger.record(Kind::Attempt, &ids, t, t)?;
+        let mut count = PushCount::default();
+        match self.producer.perform_many(jobs).await {
+            Ok(results) => {
+                let mut ok = Vec::new();
+                let mut exists = Vec::new();
+                let mut doubt = Vec::new();
+                for (id, r) in ids.into_iter().zip(results) {
+                    match r {
+                        Ok(_) => ok.push(id),
+                        Err(ProduceError::AlreadyExists { .. }) => exists.push(id),
+                        Err(_) => doubt.push(id),
+                    }
+                }
+                let t = now_micros();
+                self.ledger.record(Kind::Ok, &ok, t, t)?;
+                self.ledger.record(Kind::Exists, &exists, t, t)?;
+                self.ledger.record(Kind::Doubt, &doubt, t, t)?;
+                count.ok = ok.len();
+                count.exists = exists.len();
+                count.doubt = doubt.len();
+            }
+            Err(_) => {
+                let t = now_micros();
+                self.ledger.record(Kind::Doubt, &ids, t, t)?;
+                count.doubt = ids.len();
+            }
+        }
+        Ok(count)
+    }
+}
+
+/// A direct connection for inspection and fault commands.
+pub async fn inspect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// `ZCARD <queue>:consumers`, `LLEN <queue>:active` etc. in one call: the number of
+/// jobs still active, scheduled, in flight (over every in-flight set), and dead.
+pub async fn counts(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+) -> redis::RedisResult<(usize, usize, usize, usize)> {
+    let active: usize = redis::cmd("LLEN")
+        .arg(format!("{queue}:active"))
+        .query_async(conn)
+        .await?;
+    let scheduled: usize = redis::cmd("ZCARD")
+        .arg(format!("{queue}:scheduled"))
+        .query_async(conn)
+        .await?;
+    let dead: usize = redis::cmd("ZCARD")
+        .arg(format!("{queue}:dead"))
+        .query_async(conn)
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{queue}:inflight:*"))
+        .query_async(conn)
+        .await?;
+    let mut inflight = 0;
+    for key in keys {
+        let n: usize = redis::cmd("SCARD").arg(key).query_async(conn).await?;
+        inflight += n;
+    }
+    Ok((active, scheduled, inflight, dead))
+}
