@@ -293,20 +293,18 @@ impl Consumer {
     }
 
     /// [`run`](Self::run) until the process receives ctrl-c (SIGINT).
-    #[cfg(feature = "tokio")]
+    ///
+    /// Inside a tokio runtime it listens with tokio (feature `tokio`); elsewhere with
+    /// `async-signal` on the async-io reactor (features `async-std`, `smol`). If no
+    /// handler can be installed, it runs until the consumer stops by itself.
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
     pub async fn run_until_ctrl_c<H, Fut, E>(&self, handler: H) -> Result<(), ConsumeError>
     where
         H: Fn(Job) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.run(handler, async {
-            if tokio::signal::ctrl_c().await.is_err() {
-                // No signal handler could be installed: run until stopped otherwise.
-                futures::future::pending::<()>().await;
-            }
-        })
-        .await
+        self.run(handler, crate::runtime::ctrl_c()).await
     }
 }
 

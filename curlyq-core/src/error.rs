@@ -156,7 +156,7 @@ pub enum ConfigError {
         max: usize,
     },
     /// No async runtime was given and none is enabled by a feature.
-    #[error("no async runtime: enable the `tokio` feature or pass one with `.runtime(...)`")]
+    #[error("no async runtime: enable the `tokio`, `async-std` or `smol` feature, or pass one with `.runtime(...)`")]
     NoRuntime,
 }
 

@@ -30,6 +30,8 @@ pub use error::{
 pub use job::Job;
 pub use options::ConsumerOptions;
 pub use producer::{Producer, DEFAULT_MAX_PAYLOAD};
+#[cfg(feature = "async-io")]
+pub use runtime::AsyncIoRuntime;
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntime;
 pub use runtime::{unix_seconds, Runtime};

@@ -1,7 +1,11 @@
 //! The small runtime abstraction the loops run on: a clock, timers and task spawning.
 //!
-//! Adaptors: [`TokioRuntime`] (feature `tokio`). The testkit provides a manual clock
-//! that moves only when a test advances it.
+//! Adaptors: [`TokioRuntime`] (feature `tokio`) and [`AsyncIoRuntime`] (features
+//! `async-std` and `smol`: both runtimes drive their I/O and timers with the `async-io`
+//! reactor, so one adaptor serves both). The features are additive; with several on,
+//! a consumer built inside a tokio runtime uses tokio and any other uses async-io (as
+//! sqlx does). The testkit provides a manual clock that moves only when a test advances
+//! it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,14 +59,98 @@ impl Runtime for TokioRuntime {
     }
 }
 
-/// The runtime enabled by features, if any (tokio first).
+/// The async-io adaptor, for async-std and smol programs: timers of the `async-io`
+/// reactor, tasks on the `async-global-executor` thread pool (the executor async-std
+/// itself spawns on; one thread per core) and the system clock.
+///
+/// Works from any thread, inside or outside an executor: the pool and the reactor start
+/// on first use.
+#[cfg(feature = "async-io")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncIoRuntime;
+
+#[cfg(feature = "async-io")]
+impl Runtime for AsyncIoRuntime {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<()> {
+        Box::pin(async move {
+            // `Timer::after` cannot represent every duration (it would overflow an
+            // `Instant`); such a sleep never ends, which is what it asks for.
+            match std::time::Instant::now().checked_add(duration) {
+                Some(deadline) => {
+                    async_io::Timer::at(deadline).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        })
+    }
+
+    fn spawn(&self, task: BoxFuture<()>) {
+        async_global_executor::spawn(task).detach();
+    }
+}
+
+/// Whether the calling thread is inside a tokio runtime.
+#[cfg(feature = "tokio")]
+pub(crate) fn in_tokio() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+/// The runtime enabled by features, if any: tokio when it is enabled and the caller is
+/// inside a tokio runtime, else async-io when enabled, else tokio.
 pub(crate) fn default_runtime() -> Option<std::sync::Arc<dyn Runtime>> {
-    #[cfg(feature = "tokio")]
+    #[cfg(all(feature = "tokio", feature = "async-io"))]
+    {
+        if in_tokio() {
+            Some(std::sync::Arc::new(TokioRuntime))
+        } else {
+            Some(std::sync::Arc::new(AsyncIoRuntime))
+        }
+    }
+    #[cfg(all(feature = "tokio", not(feature = "async-io")))]
     {
         Some(std::sync::Arc::new(TokioRuntime))
     }
-    #[cfg(not(feature = "tokio"))]
+    #[cfg(all(not(feature = "tokio"), feature = "async-io"))]
+    {
+        Some(std::sync::Arc::new(AsyncIoRuntime))
+    }
+    #[cfg(not(any(feature = "tokio", feature = "async-io")))]
     {
         None
+    }
+}
+
+/// Resolves when the process receives ctrl-c (SIGINT); never resolves if no handler can be
+/// installed. Uses tokio's signal handling inside a tokio runtime, else `async-signal`.
+#[cfg(any(feature = "tokio", feature = "async-io"))]
+pub(crate) async fn ctrl_c() {
+    #[cfg(feature = "tokio")]
+    {
+        #[cfg(feature = "async-io")]
+        let tokio_here = in_tokio();
+        #[cfg(not(feature = "async-io"))]
+        let tokio_here = true;
+        if tokio_here {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            return;
+        }
+    }
+    #[cfg(feature = "async-io")]
+    {
+        use futures::StreamExt;
+        match async_signal::Signals::new([async_signal::Signal::Int]) {
+            Ok(mut signals) => {
+                if signals.next().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
     }
 }
