@@ -302,7 +302,10 @@ impl LedgeredProducer {
                     match r {
                         Ok(_) => ok.push(id),
                         Err(ProduceError::AlreadyExists { .. }) => exists.push(id),
-                        Err(_) => doubt.push(id),
+                        Err(e) => {
+                            eprintln!("push of {id:?} in doubt: {e}");
+                            doubt.push(id)
+                        }
                     }
                 }
                 let t = now_micros();
@@ -313,7 +316,8 @@ impl LedgeredProducer {
                 count.exists = exists.len();
                 count.doubt = doubt.len();
             }
-            Err(_) => {
+            Err(e) => {
+                eprintln!("push of {} jobs in doubt: {e}", ids.len());
                 let t = now_micros();
                 self.ledger.record(Kind::Doubt, &ids, t, t)?;
                 count.doubt = ids.len();

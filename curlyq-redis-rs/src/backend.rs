@@ -264,11 +264,17 @@ impl RedisBackend {
         let mut conn = self.conn.clone();
         let mut replies: Vec<Option<Value>> = vec![None; calls.len()];
         let mut pending: Vec<usize> = (0..calls.len()).collect();
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             let mut pipe = redis::pipe();
             for &i in &pending {
                 if let Some(call) = calls.get(i) {
-                    pipe.add_command(call.clone());
+                    if attempt == 2 {
+                        // The cache was flushed again between our SCRIPT LOAD and the
+                        // call (SCRIPT FLUSH under load): send the source itself.
+                        pipe.add_command(with_source(call, script)?);
+                    } else {
+                        pipe.add_command(call.clone());
+                    }
                 }
             }
             let answers = conn
@@ -296,10 +302,14 @@ impl RedisBackend {
             if missing.is_empty() {
                 break;
             }
-            if attempt == 1 {
+            if attempt == 2 {
                 return Err(BackendError::Rejected(
-                    "NOSCRIPT: the server lost the script again right after loading it".into(),
+                    "NOSCRIPT: the server answered NOSCRIPT to EVAL".into(),
                 ));
+            }
+            if attempt == 1 {
+                pending = missing;
+                continue;
             }
             tracing::debug!(
                 sha = script.get_hash(),
@@ -329,6 +339,67 @@ impl RedisBackend {
         }
         Ok(out)
     }
+}
+
+impl RedisBackend {
+    /// Kills taken jobs whose IDs are not UTF-8 (a foreign producer wrote them): job IDs
+    /// are strings here, so such a job could be neither run under its ID nor acked.
+    /// Killed by their raw bytes, data kept as stored. On failure they stay in flight
+    /// and come back through the custodian once this consumer is gone.
+    async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let script = &SCRIPTS.kill;
+        let mut cmd = evalsha(
+            script,
+            &[
+                inflight,
+                &keys.dead,
+                &keys.data,
+                &keys.reasons,
+                &keys.orphaned,
+            ],
+        );
+        cmd.arg(format!("{now}"));
+        for id in ids {
+            cmd.arg(id.as_slice()).arg("0").arg("").arg(
+                "job ID is not valid UTF-8 (curlyq job IDs are strings); killed when taken, data kept as stored",
+            );
+        }
+        match self.run(script, vec![cmd], None).await {
+            Ok(_) => tracing::warn!(
+                jobs = ids.len(),
+                "curlyq killed taken jobs whose IDs are not UTF-8"
+            ),
+            Err(e) => tracing::warn!(jobs = ids.len(), error = %e,
+                "curlyq could not kill taken jobs whose IDs are not UTF-8; they stay in flight"),
+        }
+    }
+}
+
+/// The sources of the scripts, by SHA1.
+static SOURCES: LazyLock<std::collections::HashMap<String, &'static str>> = LazyLock::new(|| {
+    curlyq_lua::ALL
+        .iter()
+        .map(|(_, source)| (Script::new(source).get_hash().to_owned(), *source))
+        .collect()
+});
+
+/// `call` (an `EVALSHA sha n keys... args...`) as `EVAL source n keys... args...`.
+fn with_source(call: &Cmd, script: &Script) -> Result<Cmd, BackendError> {
+    let source = SOURCES
+        .get(script.get_hash())
+        .ok_or_else(|| invalid("NOSCRIPT for a script curlyq does not know"))?;
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(*source);
+    for arg in call.args_iter().skip(2) {
+        match arg {
+            redis::Arg::Simple(bytes) => cmd.arg(bytes),
+            _ => return Err(invalid("a script call with a cursor argument")),
+        };
+    }
+    Ok(cmd)
 }
 
 fn secrets_of(client: &Client, raw_password: Option<String>) -> Secrets {
@@ -540,6 +611,7 @@ impl QueueBackend for RedisBackend {
             .collect();
         let replies = self.run(script, calls, Some((queue, consumer))).await?;
         let mut taken = Vec::new();
+        let mut not_utf8 = Vec::new();
         for reply in &replies {
             let items = reply::array("take", reply)?;
             if items.len() % 2 != 0 {
@@ -552,11 +624,17 @@ impl QueueBackend for RedisBackend {
                 };
                 let id = reply::optional_bytes("take", id)?
                     .ok_or_else(|| invalid("take: a nil job ID"))?;
-                taken.push(TakenJob {
-                    id: String::from_utf8_lossy(&id).into_owned(),
-                    data: reply::optional_bytes("take", data)?,
-                });
+                match String::from_utf8(id) {
+                    Ok(id) => taken.push(TakenJob {
+                        id,
+                        data: reply::optional_bytes("take", data)?,
+                    }),
+                    Err(e) => not_utf8.push(e.into_bytes()),
+                }
             }
+        }
+        if !not_utf8.is_empty() {
+            self.kill_not_utf8(&keys, &inflight, &not_utf8).await;
         }
         Ok(taken)
     }
