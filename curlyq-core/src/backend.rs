@@ -358,6 +358,11 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// - Counts each requeue of a job; a job reaching `max_orphan_requeues` goes to the
     ///   dead set with a reason instead (when that option is non-zero).
     /// - Never touches a consumer whose heartbeat is after `expired_before`.
+    /// - Takes the jobs of one consumer in ascending ID order (byte order) and appends
+    ///   them in that order, so that every backend makes the same choice when
+    ///   `max_jobs` is smaller than what is orphaned.
+    /// - Removes every visited expired consumer whose in-flight set is empty, even once
+    ///   `max_jobs` is used up.
     async fn requeue_orphans(
         &self,
         queue: &QueueName,

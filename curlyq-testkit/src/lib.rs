@@ -1,8 +1,6 @@
-//! Test kit for curlyq: [`MemoryBackend`] (the in-memory reference model of the wire
-//! contract), [`ManualRuntime`] (a clock that moves only when the test says so),
-//! [`contract`] (backend-agnostic checks of the `QueueBackend` behaviour docs), and
-//! [`RedisServer`] (a throwaway `redis-server` on a free loopback port).
+#![doc = include_str!("../README.md")]
 
+pub mod conformance;
 pub mod contract;
 mod manual;
 mod memory;

@@ -38,3 +38,14 @@ local function curlyq_signal(key)
   redis.call('LPUSH', key, 1)
 end
 
+-- Whether string a sorts before string b in byte order (as Redis orders sorted-set
+-- members, and as the reference model orders IDs). Lua's own `<` on strings follows the
+-- server's locale (strcoll), so it is not used for choices other backends must repeat.
+local function curlyq_bytes_less(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end

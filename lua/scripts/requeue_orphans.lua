@@ -7,8 +7,10 @@
 -- Each listed consumer is re-checked: one whose score is now after expired_before (it
 -- heartbeated meanwhile) or that is gone is not touched. Each job taken from an expired
 -- in-flight set has its orphan count incremented; it is killed when the count reaches
--- max_orphan_requeues (if non-zero), else appended to active. A consumer is removed from
--- consumers once its in-flight set is empty.
+-- max_orphan_requeues (if non-zero), else appended to active. The jobs of one consumer
+-- are taken in ascending ID order (byte order), so that every backend makes the same
+-- choice when the budget is smaller than the set. A consumer is removed from consumers
+-- once its in-flight set is empty.
 -- Returns {requeued, killed, consumers_removed}.
 local checks = {{KEYS[1], 'zset'}, {KEYS[2], 'list'}, {KEYS[3], 'zset'}, {KEYS[4], 'hash'},
   {KEYS[5], 'hash'}, {KEYS[6], 'list'}}
@@ -26,12 +28,14 @@ for k = 7, #KEYS do
   local inflight = KEYS[k]
   local score = redis.call('ZSCORE', KEYS[1], inflight)
   if score and tonumber(score) <= expired_before then
-    while budget > 0 do
-      local ids = redis.call('SPOP', inflight, math.min(budget, curlyq_chunk))
-      if #ids == 0 then break end
-      budget = budget - #ids
-      for i = 1, #ids do
+    if budget > 0 then
+      local ids = redis.call('SMEMBERS', inflight)
+      table.sort(ids, curlyq_bytes_less)
+      local n = math.min(budget, #ids)
+      budget = budget - n
+      for i = 1, n do
         local id = ids[i]
+        redis.call('SREM', inflight, id)
         local count = redis.call('HINCRBY', KEYS[5], id, 1)
         if max_requeues > 0 and count >= max_requeues then
           redis.call('ZADD', KEYS[3], now, id)

@@ -152,7 +152,8 @@ script!(
     /// their in-flight keys; the script re-checks each one's score and skips any consumer
     /// that heartbeated meanwhile or is gone. Each job taken (up to `max_jobs` in all) has
     /// its count in `orphaned` incremented and is appended to `active`, or, once the count
-    /// reaches `max_orphan_requeues` (when non-zero), moved to `dead` with a reason. An
+    /// reaches `max_orphan_requeues` (when non-zero), moved to `dead` with a reason. The
+    /// jobs of one consumer are taken in ascending ID order (byte order). An
     /// expired consumer whose in-flight set is empty is removed from `consumers`. Sets the
     /// signal if any job was requeued.
     ///
