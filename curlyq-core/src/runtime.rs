@@ -94,8 +94,8 @@ impl Runtime for AsyncIoRuntime {
 }
 
 /// Whether the calling thread is inside a tokio runtime.
-#[cfg(feature = "tokio")]
-pub(crate) fn in_tokio() -> bool {
+#[cfg(all(feature = "tokio", feature = "async-io"))]
+fn in_tokio() -> bool {
     tokio::runtime::Handle::try_current().is_ok()
 }
 
@@ -128,29 +128,41 @@ pub(crate) fn default_runtime() -> Option<std::sync::Arc<dyn Runtime>> {
 /// installed. Uses tokio's signal handling inside a tokio runtime, else `async-signal`.
 #[cfg(any(feature = "tokio", feature = "async-io"))]
 pub(crate) async fn ctrl_c() {
-    #[cfg(feature = "tokio")]
+    #[cfg(all(feature = "tokio", feature = "async-io"))]
     {
-        #[cfg(feature = "async-io")]
-        let tokio_here = in_tokio();
-        #[cfg(not(feature = "async-io"))]
-        let tokio_here = true;
-        if tokio_here {
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-            return;
+        if in_tokio() {
+            tokio_ctrl_c().await
+        } else {
+            async_io_ctrl_c().await
         }
     }
-    #[cfg(feature = "async-io")]
+    #[cfg(all(feature = "tokio", not(feature = "async-io")))]
     {
-        use futures::StreamExt;
-        match async_signal::Signals::new([async_signal::Signal::Int]) {
-            Ok(mut signals) => {
-                if signals.next().await.is_none() {
-                    std::future::pending::<()>().await;
-                }
+        tokio_ctrl_c().await
+    }
+    #[cfg(all(not(feature = "tokio"), feature = "async-io"))]
+    {
+        async_io_ctrl_c().await
+    }
+}
+
+#[cfg(feature = "tokio")]
+async fn tokio_ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// SIGINT through `async-signal` (signal-hook's registry, woken by the async-io reactor).
+#[cfg(feature = "async-io")]
+async fn async_io_ctrl_c() {
+    use futures::StreamExt;
+    match async_signal::Signals::new([async_signal::Signal::Int]) {
+        Ok(mut signals) => {
+            if signals.next().await.is_none() {
+                std::future::pending::<()>().await;
             }
-            Err(_) => std::future::pending::<()>().await,
         }
+        Err(_) => std::future::pending::<()>().await,
     }
 }

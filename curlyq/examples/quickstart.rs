@@ -1,18 +1,42 @@
 //! Pushes a few jobs and processes them, on the in-memory backend, or on Redis when
 //! `REDIS_URL` is set (for example `REDIS_URL=redis://127.0.0.1:6379`).
 //!
-//! Run with `cargo run --example quickstart`.
+//! Run with `cargo run --example quickstart`. It runs on the runtime the features choose
+//! (tokio when on, else smol, else async-std) and connects with the backend they choose,
+//! for example `cargo run --example quickstart --no-default-features --features fred,smol`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use curlyq::{Consumer, Job, Producer, QueueBackend};
+use curlyq::{Consumer, Job, Producer, QueueBackend, Runtime};
 
 const JOBS: usize = 5;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Error> {
+    // The executor the features choose; the consumer picks the matching runtime itself.
+    #[cfg(feature = "tokio")]
+    return tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(quickstart());
+    #[cfg(all(not(feature = "tokio"), feature = "smol"))]
+    return smol::block_on(quickstart());
+    #[cfg(all(not(feature = "tokio"), not(feature = "smol"), feature = "async-std"))]
+    return async_std::task::block_on(quickstart());
+}
+
+/// The runtime the features choose, for the in-memory backend's timers.
+fn runtime() -> Arc<dyn Runtime> {
+    #[cfg(feature = "tokio")]
+    return Arc::new(curlyq::TokioRuntime);
+    #[cfg(not(feature = "tokio"))]
+    return Arc::new(curlyq::AsyncIoRuntime);
+}
+
+async fn quickstart() -> Result<(), Error> {
     // Show curlyq's own logs with RUST_LOG=curlyq_core=debug.
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -25,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Err(_) => {
             println!("using the in-memory backend (set REDIS_URL to use Redis)");
-            Arc::new(curlyq_testkit::MemoryBackend::new())
+            Arc::new(curlyq_testkit::MemoryBackend::with_runtime(runtime()))
         }
     };
     let queue = format!("quickstart-{}", std::process::id());
@@ -44,16 +68,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Consumer: runs the handler until every job is done, then shuts down gracefully.
     let done = Arc::new(AtomicUsize::new(0));
-    let all_done = Arc::new(tokio::sync::Notify::new());
+    let (all_done, finished) = async_channel::bounded::<()>(1);
     let consumer = Consumer::builder(queue.as_str())
         .concurrency(2)
         .scheduler_poll_interval(Duration::from_millis(100))
         .build(backend)?;
-    let (counter, notify) = (done.clone(), all_done.clone());
+    let counter = done.clone();
     consumer
         .run(
             move |job: Job| {
-                let (counter, notify) = (counter.clone(), notify.clone());
+                let (counter, all_done) = (counter.clone(), all_done.clone());
                 async move {
                     println!(
                         "processed {}: {}",
@@ -61,12 +85,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         String::from_utf8_lossy(&job.data)
                     );
                     if counter.fetch_add(1, Ordering::SeqCst) + 1 == JOBS {
-                        notify.notify_one();
+                        let _ = all_done.try_send(());
                     }
                     Ok::<(), std::io::Error>(())
                 }
             },
-            async move { all_done.notified().await },
+            async move {
+                let _ = finished.recv().await;
+            },
         )
         .await?;
     println!("done: {} jobs processed", done.load(Ordering::SeqCst));

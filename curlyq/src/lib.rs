@@ -2,8 +2,10 @@
 //! [CurlyQ](https://github.com/mcmathja/curlyq): a Go producer and a Rust consumer (or the
 //! reverse) can share one queue.
 //!
-//! Choose the backend and the runtime with features: `redis-rs` and `tokio` are on by
-//! default. Everything users name is re-exported here: [`Producer`], [`Consumer`],
+//! Choose the backend (`redis-rs`, `fred`) and the runtime (`tokio`, `async-std`,
+//! `smol`) with features: `redis-rs` and `tokio` are on by default. Features are
+//! additive: with several runtimes on, a consumer built inside a tokio runtime runs on
+//! tokio, any other on the async-io reactor that async-std and smol share. Everything users name is re-exported here: [`Producer`], [`Consumer`],
 //! [`Job`], the errors, and [`connect`].
 //!
 //! ```no_run
@@ -26,27 +28,33 @@
 //! }
 //! ```
 
-#[cfg(not(any(feature = "tokio")))]
+#[cfg(not(any(feature = "tokio", feature = "async-std", feature = "smol")))]
 compile_error!(
-    "curlyq needs an async runtime: enable the `tokio` feature (on by default), e.g. \
-     `curlyq = { version = \"0.1\", features = [\"tokio\"] }`"
+    "curlyq needs an async runtime: enable one of the features `tokio` (on by default), \
+     `async-std` or `smol`, e.g. `curlyq = { version = \"0.1\", features = [\"smol\"] }`"
 );
 
-#[cfg(not(any(feature = "redis-rs")))]
+#[cfg(not(any(feature = "redis-rs", feature = "fred")))]
 compile_error!(
-    "curlyq needs a backend: enable the `redis-rs` feature (on by default); to use a backend \
-     of your own, depend on `curlyq-core` instead"
+    "curlyq needs a backend: enable the feature `redis-rs` (on by default) or `fred`; to use \
+     a backend of your own, depend on `curlyq-core` instead"
 );
 
 use std::sync::Arc;
 
 pub use curlyq_core::*;
 
-/// The Redis backend chosen by features (`redis-rs`: [`curlyq_redis_rs::RedisBackend`]).
+/// The backend on the `redis` crate (feature `redis-rs`).
 #[cfg(feature = "redis-rs")]
 pub use curlyq_redis_rs::RedisBackend;
 
-/// Connects to the Redis at `url` with the backend chosen by features.
+/// The backend on the `fred` crate (feature `fred`).
+#[cfg(feature = "fred")]
+pub use curlyq_fred::FredBackend;
+
+/// Connects to the Redis at `url` with the backend chosen by features: redis-rs when the
+/// `redis-rs` feature is on (also when `fred` is on too), else fred. Use
+/// [`connect_redis_rs`] or [`connect_fred`] to choose explicitly.
 ///
 /// `url` is `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS (feature
 /// `tls`). Fails with [`BackendError::Unavailable`] when Redis cannot be reached.
@@ -58,7 +66,26 @@ pub use curlyq_redis_rs::RedisBackend;
 /// let consumer = curlyq::Consumer::builder("emails").build(backend)?;
 /// # Ok(()) }
 /// ```
-#[cfg(feature = "redis-rs")]
+#[cfg(any(feature = "redis-rs", feature = "fred"))]
 pub async fn connect(url: &str) -> Result<Arc<dyn QueueBackend>, BackendError> {
+    #[cfg(feature = "redis-rs")]
+    {
+        connect_redis_rs(url).await
+    }
+    #[cfg(not(feature = "redis-rs"))]
+    {
+        connect_fred(url).await
+    }
+}
+
+/// Connects to the Redis at `url` with the redis-rs backend ([`RedisBackend`]).
+#[cfg(feature = "redis-rs")]
+pub async fn connect_redis_rs(url: &str) -> Result<Arc<dyn QueueBackend>, BackendError> {
     Ok(Arc::new(RedisBackend::connect(url).await?))
+}
+
+/// Connects to the Redis at `url` with the fred backend ([`FredBackend`]).
+#[cfg(feature = "fred")]
+pub async fn connect_fred(url: &str) -> Result<Arc<dyn QueueBackend>, BackendError> {
+    Ok(Arc::new(FredBackend::connect(url).await?))
 }
