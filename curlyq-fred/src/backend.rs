@@ -413,7 +413,7 @@ impl FredBackend {
         let mut replies: Vec<Option<Result<Value, fred::error::Error>>> =
             (0..calls.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..calls.len()).collect();
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             let pipe = client.pipeline();
             for &i in &pending {
                 let call = calls
@@ -421,13 +421,23 @@ impl FredBackend {
                     .ok_or_else(|| invalid("a pipeline call is missing"))?;
                 let mut args: Vec<Value> =
                     Vec::with_capacity(2 + call.keys.len() + call.args.len());
-                args.push(script.sha1().clone().into());
+                // The third attempt follows a second NOSCRIPT right after a SCRIPT LOAD
+                // (the cache flushed again under load): it sends the source itself.
+                let (name, head): (&'static str, Value) = if attempt == 2 {
+                    let source = script
+                        .lua()
+                        .ok_or_else(|| invalid("a script without its source"))?;
+                    ("EVAL", source.clone().into())
+                } else {
+                    ("EVALSHA", script.sha1().clone().into())
+                };
+                args.push(head);
                 args.push(count_arg(call.keys.len()));
                 args.extend(call.keys.iter().map(|k| Value::from(k.as_str())));
                 args.extend(call.args.iter().cloned());
                 // Hash on the first key (argument 2) in a cluster.
-                let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
-                let queued = pipe.custom::<Value, Value>(evalsha, args).await;
+                let command = CustomCommand::new_static(name, ClusterHash::Offset(2), false);
+                let queued = pipe.custom::<Value, Value>(command, args).await;
                 queued.map_err(|e| error::from_fred(self.redactor(), &e))?;
             }
             let limit = self.shared.config.get_response_timeout();
@@ -464,10 +474,14 @@ impl FredBackend {
             if missing.is_empty() {
                 break;
             }
-            if attempt == 1 {
+            if attempt == 2 {
                 return Err(BackendError::Rejected(
-                    "NOSCRIPT: the server lost the script again right after loading it".into(),
+                    "NOSCRIPT: the server answered NOSCRIPT to EVAL".into(),
                 ));
+            }
+            if attempt == 1 {
+                pending = missing;
+                continue;
             }
             tracing::debug!(sha = %script.sha1(), "script not in the server's cache; loading it");
             let source = script
@@ -661,17 +675,26 @@ impl QueueBackend for FredBackend {
             .collect();
         let replies = bridged(self.run(&SCRIPTS.take, &calls, Some((queue, consumer)))).await?;
         let mut taken = Vec::new();
+        let mut not_utf8 = Vec::new();
         for reply in &replies {
             let items = reply::array("take", reply)?;
             if items.len() % 2 != 0 {
                 return Err(invalid("take: an odd number of elements"));
             }
             for pair in items.chunks_exact(2) {
-                taken.push(TakenJob {
-                    id: reply::text("take", &pair[0])?,
-                    data: reply::bytes("take", &pair[1])?,
-                });
+                let id =
+                    reply::bytes("take", &pair[0])?.ok_or_else(|| invalid("take: a nil job ID"))?;
+                match String::from_utf8(id) {
+                    Ok(id) => taken.push(TakenJob {
+                        id,
+                        data: reply::bytes("take", &pair[1])?,
+                    }),
+                    Err(e) => not_utf8.push(e.into_bytes()),
+                }
             }
+        }
+        if !not_utf8.is_empty() {
+            bridged(self.kill_not_utf8(&keys, &inflight, &not_utf8)).await;
         }
         Ok(taken)
     }
@@ -854,6 +877,39 @@ impl QueueBackend for FredBackend {
 }
 
 impl FredBackend {
+    /// Kills taken jobs whose IDs are not UTF-8 (written by a foreign producer): job IDs
+    /// are strings in curlyq, so such a job could neither run under its ID nor be acked.
+    /// They die by their raw bytes with their data as stored; if that fails they stay in
+    /// flight, and the custodian hands them on once this consumer is gone.
+    async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>]) {
+        let now = curlyq_core::unix_seconds(std::time::SystemTime::now());
+        let mut call = Call::new(&[
+            inflight,
+            &keys.dead,
+            &keys.data,
+            &keys.reasons,
+            &keys.orphaned,
+        ]);
+        call.arg(format!("{now}"));
+        for id in ids {
+            call.bytes(id).arg("0").arg("").arg(
+                "job ID is not valid UTF-8 (curlyq job IDs are strings); killed when taken, \
+                 data kept as stored",
+            );
+        }
+        match self.run(&SCRIPTS.kill, &[call], None).await {
+            Ok(_) => tracing::warn!(
+                jobs = ids.len(),
+                "killed taken jobs whose IDs are not UTF-8"
+            ),
+            Err(e) => tracing::warn!(
+                jobs = ids.len(),
+                error = %e,
+                "could not kill taken jobs whose IDs are not UTF-8; they stay in flight"
+            ),
+        }
+    }
+
     /// The orphan sweep in two steps per round: read the expired consumers (oldest
     /// first), then one script call that declares their in-flight keys and re-checks
     /// each one's score.

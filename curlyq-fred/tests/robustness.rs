@@ -336,3 +336,31 @@ async fn take_by_an_unknown_consumer_is_not_registered() {
     assert!(matches!(err, BackendError::NotRegistered { .. }), "{err:?}");
     assert_eq!(raw(&server, &["LLEN", "{q}:active"]), ":1\r\n");
 }
+
+/// A taken job whose ID is not UTF-8 is killed by its raw bytes (it could never be
+/// acked under a string ID); the other jobs of the batch are taken as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_utf8_id_is_killed_when_taken() {
+    let (server, backend, queue) = setup().await;
+    backend.push(&queue, &[job("good", "G")]).await.unwrap();
+    server
+        .command_bytes(&[b"RPUSH", b"{q}:active", b"bad\xff"])
+        .unwrap();
+    server
+        .command_bytes(&[b"HSET", b"{q}:data", b"bad\xff", b"raw"])
+        .unwrap();
+    let c = ConsumerId::from_string("c");
+    backend
+        .register(&queue, &c, 1.0, Registration::Join)
+        .await
+        .unwrap();
+    let taken = backend.take(&queue, &c, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].id, "good");
+    assert_eq!(raw(&server, &["ZCARD", "{q}:dead"]), ":1\r\n");
+    assert_eq!(raw(&server, &["SCARD", "{q}:inflight:c"]), ":1\r\n");
+    let reason = server
+        .command_bytes(&[b"HGET", b"{q}:dead:reasons", b"bad\xff"])
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reason).contains("UTF-8"));
+}

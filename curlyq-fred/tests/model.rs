@@ -1,0 +1,21 @@
+//! The testkit's model-based conformance suite on FredBackend against a real Redis:
+//! random sequences of operations on fred and on the reference MemoryBackend must agree
+//! step by step (`PROPTEST_CASES` cases, default 256; each case on a fresh queue name).
+
+use curlyq_fred::FredBackend;
+use curlyq_testkit::{conformance, RedisServer};
+
+#[test]
+fn fred_backend_conforms_to_the_model() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let url = server.url();
+    let report = conformance::assert_conforms(|| {
+        let url = url.clone();
+        async move {
+            FredBackend::connect(&url)
+                .await
+                .expect("connect to the test server")
+        }
+    });
+    eprintln!("{report}");
+}
