@@ -7,11 +7,11 @@
 //! - [`checker`]: lost, unexpected and duplicated jobs, and an audit of the queue's keys.
 //! - [`harness`]: a durable `redis-server`, worker processes (killed on drop), seeds,
 //!   bounded waits, a producer that keeps the ledger.
-//! - [`proxy`]: a TCP proxy that can reset, black-hole, delay or pause one direction.
 //!
-//! The scenarios are the tests of this crate: `tests/ci.rs` and `tests/security.rs` run
-//! with `cargo test --workspace`; `tests/soak.rs` is the soak, run with
-//! `cargo test -p curlyq-faults --release -- --ignored --test-threads 1`.
+//! The scenarios are the tests of this crate: `tests/ci.rs`, `tests/bad_input.rs` and
+//! `tests/security.rs` run with `cargo test --workspace`; `tests/soak.rs` is the soak,
+//! run with `cargo test -p curlyq-faults --release --test soak -- --ignored
+//! --test-threads 1 --nocapture`.
 
 pub mod checker;
 pub mod harness;
