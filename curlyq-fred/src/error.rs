@@ -113,6 +113,16 @@ pub(crate) fn code(err: &FredError) -> &str {
     err.details().split_whitespace().next().unwrap_or("")
 }
 
+/// Whether fred's error carries an error reply of the server: those start with an
+/// upper-case code (`ERR`, `WRONGTYPE`, `NOSCRIPT`...), fred's own messages do not.
+fn is_reply(err: &FredError) -> bool {
+    let code = code(err);
+    !code.is_empty()
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Maps an error reply of the server (`CODE detail`) that callers did not handle.
 pub(crate) fn from_reply(redactor: &Redactor, err: &FredError) -> BackendError {
     let text = redactor.clean(err.details());
@@ -141,9 +151,14 @@ pub(crate) fn from_fred(redactor: &Redactor, err: &FredError) -> BackendError {
         ErrorKind::Protocol | ErrorKind::Parse | ErrorKind::NotFound => {
             BackendError::InvalidReply(redactor.failure("", err).message)
         }
-        ErrorKind::Unknown | ErrorKind::InvalidArgument | ErrorKind::InvalidCommand => {
+        ErrorKind::Unknown | ErrorKind::InvalidArgument | ErrorKind::InvalidCommand
+            if is_reply(err) =>
+        {
             from_reply(redactor, err)
         }
+        // The client's own failures of these kinds: "Failed to route command." while
+        // the connection is down, and the like.
+        ErrorKind::Unknown => redactor.unavailable("", err),
         _ => BackendError::Other(Box::new(redactor.failure("", err))),
     }
 }
@@ -188,6 +203,13 @@ mod tests {
         ));
         let io = FredError::new(ErrorKind::IO, "connection refused");
         assert!(matches!(from_fred(&r, &io), BackendError::Unavailable(_)));
+        let route = FredError::new(ErrorKind::Unknown, "Failed to route command.");
+        assert!(matches!(
+            from_fred(&r, &route),
+            BackendError::Unavailable(_)
+        ));
+        let arg = FredError::new(ErrorKind::InvalidArgument, "Invalid argument type: Map");
+        assert!(matches!(from_fred(&r, &arg), BackendError::Other(_)));
         let parse = FredError::new(ErrorKind::Parse, "bad");
         assert!(matches!(
             from_fred(&r, &parse),
