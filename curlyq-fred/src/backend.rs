@@ -10,8 +10,9 @@ use async_compat::Compat;
 use curlyq_core::{
     async_trait, BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport,
     OrphanSweep, QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob,
-    TakenJob, Waiter, MAX_BATCH,
+    TakenJob, Waiter,
 };
+use curlyq_lua::calls::{self, OrphanSweeper, Reply, ScriptCall, ScriptId};
 use curlyq_lua::Keys;
 use fred::bytes::Bytes;
 use fred::clients::{Client, Pool};
@@ -34,66 +35,17 @@ pub(crate) fn bridged<F: Future>(future: F) -> Compat<F> {
     Compat::new(future)
 }
 
-/// The scripts of `curlyq-lua`, hashed once.
-struct Scripts {
-    push: Script,
-    schedule: Script,
-    register: Script,
-    enqueue_due: Script,
-    take: Script,
-    ack: Script,
-    retry: Script,
-    kill: Script,
-    give_back: Script,
-    requeue_orphans: Script,
-    trim_dead: Script,
-    unregister: Script,
-}
-
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    push: Script::from_lua(curlyq_lua::PUSH),
-    schedule: Script::from_lua(curlyq_lua::SCHEDULE),
-    register: Script::from_lua(curlyq_lua::REGISTER),
-    enqueue_due: Script::from_lua(curlyq_lua::ENQUEUE_DUE),
-    take: Script::from_lua(curlyq_lua::TAKE),
-    ack: Script::from_lua(curlyq_lua::ACK),
-    retry: Script::from_lua(curlyq_lua::RETRY),
-    kill: Script::from_lua(curlyq_lua::KILL),
-    give_back: Script::from_lua(curlyq_lua::GIVE_BACK),
-    requeue_orphans: Script::from_lua(curlyq_lua::REQUEUE_ORPHANS),
-    trim_dead: Script::from_lua(curlyq_lua::TRIM_DEAD),
-    unregister: Script::from_lua(curlyq_lua::UNREGISTER),
+/// The scripts of `curlyq-lua`, hashed once, indexed by [`ScriptId`].
+static SCRIPTS: LazyLock<Vec<Script>> = LazyLock::new(|| {
+    ScriptId::ALL
+        .iter()
+        .map(|id| Script::from_lua(id.source()))
+        .collect()
 });
 
-/// Expired consumers visited per orphan-sweep script call.
-const SWEEP_CONSUMERS: usize = 100;
-
-/// A guard on the rounds of one orphan sweep (each moves a job or removes a consumer).
-const SWEEP_ROUNDS: usize = 10_000;
-
-/// One script call: its keys and arguments.
-struct Call {
-    keys: Vec<String>,
-    args: Vec<Value>,
-}
-
-impl Call {
-    fn new(keys: &[&str]) -> Self {
-        Call {
-            keys: keys.iter().map(|k| (*k).to_owned()).collect(),
-            args: Vec::new(),
-        }
-    }
-
-    fn arg(&mut self, value: impl Into<Value>) -> &mut Self {
-        self.args.push(value.into());
-        self
-    }
-
-    fn bytes(&mut self, data: &[u8]) -> &mut Self {
-        self.args.push(Value::Bytes(Bytes::copy_from_slice(data)));
-        self
-    }
+/// The hashed script of `id`.
+fn script(id: ScriptId) -> &'static Script {
+    &SCRIPTS[id as usize]
 }
 
 /// curlyq's [`QueueBackend`] on Redis (or Valkey, Dragonfly...) through the `fred` crate.
@@ -106,7 +58,7 @@ impl Call {
 /// Every operation is one script call of `curlyq-lua` sent with `EVALSHA`; scripts
 /// missing from the server's cache (`NOSCRIPT`, after a restart, a failover or `SCRIPT
 /// FLUSH`) are loaded and the calls that missed are sent again. Batches beyond
-/// [`MAX_BATCH`] jobs are split into chunks sent as one pipeline, in one round trip.
+/// [`MAX_BATCH`](curlyq_core::MAX_BATCH) jobs are split into chunks sent as one pipeline, in one round trip.
 ///
 /// It runs on tokio, and under async-std or smol too: each operation is wrapped in
 /// `async_compat::Compat`, which gives fred a tokio context when there is none.
@@ -401,14 +353,25 @@ impl FredBackend {
         self.bounded(client.custom::<Value, Value>(cmd, args)).await
     }
 
-    /// Sends `calls` of `script` as one pipeline on one client; sends the calls that
-    /// found the script missing again after loading it. One reply per call, in order.
+    /// [`pipeline`](Self::pipeline), runnable from any executor.
     async fn run(
         &self,
-        script: &Script,
-        calls: &[Call],
+        calls: &[ScriptCall],
         who: Option<(&QueueName, &ConsumerId)>,
-    ) -> Result<Vec<Value>, BackendError> {
+    ) -> Result<Vec<Reply>, BackendError> {
+        bridged(self.pipeline(calls, who)).await
+    }
+
+    /// Sends `calls` as one pipeline on one client; sends the calls that found their
+    /// script missing again after loading it. One reply per call, in order.
+    async fn pipeline(
+        &self,
+        calls: &[ScriptCall],
+        who: Option<(&QueueName, &ConsumerId)>,
+    ) -> Result<Vec<Reply>, BackendError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self.pick();
         let mut replies: Vec<Option<Result<Value, fred::error::Error>>> =
             (0..calls.len()).map(|_| None).collect();
@@ -424,17 +387,20 @@ impl FredBackend {
                 // The third attempt follows a second NOSCRIPT right after a SCRIPT LOAD
                 // (the cache flushed again under load): it sends the source itself.
                 let (name, head): (&'static str, Value) = if attempt == 2 {
-                    let source = script
-                        .lua()
-                        .ok_or_else(|| invalid("a script without its source"))?;
-                    ("EVAL", source.clone().into())
+                    ("EVAL", call.script.source().into())
                 } else {
-                    ("EVALSHA", script.sha1().clone().into())
+                    ("EVALSHA", script(call.script).sha1().clone().into())
                 };
                 args.push(head);
-                args.push(count_arg(call.keys.len()));
-                args.extend(call.keys.iter().map(|k| Value::from(k.as_str())));
-                args.extend(call.args.iter().cloned());
+                args.push(Value::Integer(
+                    i64::try_from(call.keys.len()).unwrap_or(i64::MAX),
+                ));
+                args.extend(
+                    call.keys
+                        .iter()
+                        .chain(&call.args)
+                        .map(|arg| Value::Bytes(Bytes::copy_from_slice(arg))),
+                );
                 // Hash on the first key (argument 2) in a cluster.
                 let command = CustomCommand::new_static(name, ClusterHash::Offset(2), false);
                 let queued = pipe.custom::<Value, Value>(command, args).await;
@@ -479,21 +445,23 @@ impl FredBackend {
                     "NOSCRIPT: the server answered NOSCRIPT to EVAL".into(),
                 ));
             }
-            if attempt == 1 {
-                pending = missing;
-                continue;
+            if attempt == 0 {
+                let mut ids: Vec<ScriptId> = missing
+                    .iter()
+                    .filter_map(|&i| calls.get(i).map(|call| call.script))
+                    .collect();
+                ids.dedup();
+                for id in ids {
+                    tracing::debug!(sha = %script(id).sha1(), "script not in the server's cache; loading it");
+                    self.load(client, id.source()).await?;
+                }
             }
-            tracing::debug!(sha = %script.sha1(), "script not in the server's cache; loading it");
-            let source = script
-                .lua()
-                .ok_or_else(|| invalid("a script without its source"))?;
-            self.load(client, source).await?;
             pending = missing;
         }
         let mut out = Vec::with_capacity(replies.len());
         for reply in replies {
             match reply {
-                Some(Ok(value)) => out.push(value),
+                Some(Ok(value)) => out.push(reply::to_reply(value)),
                 Some(Err(e)) => {
                     return Err(match who {
                         Some((queue, consumer)) if error::code(&e) == "NOTREG" => {
@@ -512,44 +480,6 @@ impl FredBackend {
     }
 }
 
-/// A time as Redis reads it (shortest round-trip decimal, `inf`/`-inf`); NaN is refused
-/// before anything is sent.
-fn score(what: &str, value: f64) -> Result<String, BackendError> {
-    if value.is_nan() {
-        Err(BackendError::Rejected(format!("{what} is NaN, not a time")))
-    } else {
-        Ok(format!("{value}"))
-    }
-}
-
-/// `max` in budgets of at most [`MAX_BATCH`] (one budget of 0 when `max` is 0).
-fn budgets(max: usize) -> Vec<usize> {
-    if max == 0 {
-        return vec![0];
-    }
-    (0..max.div_ceil(MAX_BATCH))
-        .map(|i| (max - i * MAX_BATCH).min(MAX_BATCH))
-        .collect()
-}
-
-fn count_arg(n: usize) -> Value {
-    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-fn all_flags(op: &str, replies: &[Value], sizes: &[usize]) -> Result<Vec<bool>, BackendError> {
-    let mut out = Vec::with_capacity(sizes.iter().sum());
-    for (reply, &size) in replies.iter().zip(sizes) {
-        out.extend(reply::flags(op, reply, size)?);
-    }
-    Ok(out)
-}
-
-fn one<'a>(op: &str, replies: &'a [Value]) -> Result<&'a Value, BackendError> {
-    replies
-        .first()
-        .ok_or_else(|| invalid(format!("{op}: no reply")))
-}
-
 #[async_trait]
 impl QueueBackend for FredBackend {
     async fn push(
@@ -557,22 +487,9 @@ impl QueueBackend for FredBackend {
         queue: &QueueName,
         jobs: &[EncodedJob],
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut call = Call::new(&[&keys.data, &keys.active, &keys.signal]);
-            for job in chunk {
-                call.arg(job.id.as_str()).bytes(&job.data);
-            }
-            calls.push(call);
-            sizes.push(chunk.len());
-        }
-        let replies = bridged(self.run(&SCRIPTS.push, &calls, None)).await?;
-        all_flags("push", &replies, &sizes)
+        let replies = self.run(&calls::push_calls(&keys, jobs), None).await?;
+        calls::parse_flags("push", &replies, jobs.len())
     }
 
     async fn schedule(
@@ -580,24 +497,9 @@ impl QueueBackend for FredBackend {
         queue: &QueueName,
         jobs: &[ScheduledJob],
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut call = Call::new(&[&keys.data, &keys.scheduled, &keys.signal]);
-            for job in chunk {
-                call.arg(job.job.id.as_str())
-                    .arg(score("schedule time", job.at)?)
-                    .bytes(&job.job.data);
-            }
-            calls.push(call);
-            sizes.push(chunk.len());
-        }
-        let replies = bridged(self.run(&SCRIPTS.schedule, &calls, None)).await?;
-        all_flags("schedule", &replies, &sizes)
+        let replies = self.run(&calls::schedule_calls(&keys, jobs)?, None).await?;
+        calls::parse_flags("schedule", &replies, jobs.len())
     }
 
     async fn register(
@@ -608,15 +510,9 @@ impl QueueBackend for FredBackend {
         mode: Registration,
     ) -> Result<bool, BackendError> {
         let keys = Keys::new(queue.as_str());
-        let mut call = Call::new(&[&keys.consumers]);
-        call.arg(score("heartbeat time", now)?)
-            .arg(match mode {
-                Registration::Join => "join",
-                Registration::Heartbeat => "heartbeat",
-            })
-            .arg(keys.inflight(consumer.as_str()));
-        let replies = bridged(self.run(&SCRIPTS.register, &[call], None)).await?;
-        Ok(reply::int("register", one("register", &replies)?)? == 1)
+        let call = calls::register_calls(&keys, consumer.as_str(), now, mode)?;
+        let replies = self.run(&call, None).await?;
+        calls::parse_one_flag("register", &replies)
     }
 
     async fn enqueue_due(
@@ -626,29 +522,10 @@ impl QueueBackend for FredBackend {
         max: usize,
     ) -> Result<DueReport, BackendError> {
         let keys = Keys::new(queue.as_str());
-        let now = score("now", now)?;
-        let calls: Vec<Call> = budgets(max)
-            .into_iter()
-            .map(|budget| {
-                let mut call = Call::new(&[&keys.scheduled, &keys.active, &keys.signal]);
-                call.arg(now.as_str()).arg(count_arg(budget));
-                call
-            })
-            .collect();
-        let replies = bridged(self.run(&SCRIPTS.enqueue_due, &calls, None)).await?;
-        let mut report = DueReport::default();
-        for reply in &replies {
-            let parts = reply::array("enqueue_due", reply)?;
-            let moved = parts
-                .first()
-                .ok_or_else(|| invalid("enqueue_due: an empty reply"))?;
-            report.moved += reply::count("enqueue_due", moved)?;
-            report.next_due = match parts.get(1) {
-                Some(next) => reply::score("enqueue_due", next)?,
-                None => None,
-            };
-        }
-        Ok(report)
+        let replies = self
+            .run(&calls::enqueue_due_calls(&keys, now, max)?, None)
+            .await?;
+        calls::parse_enqueue_due(&replies)
     }
 
     async fn take(
@@ -659,46 +536,14 @@ impl QueueBackend for FredBackend {
     ) -> Result<Vec<TakenJob>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let calls: Vec<Call> = budgets(max)
-            .into_iter()
-            .map(|budget| {
-                let mut call = Call::new(&[
-                    &keys.active,
-                    &inflight,
-                    &keys.data,
-                    &keys.signal,
-                    &keys.consumers,
-                ]);
-                call.arg(count_arg(budget));
-                call
-            })
-            .collect();
-        let replies = bridged(self.run(&SCRIPTS.take, &calls, Some((queue, consumer)))).await?;
-        let mut taken = Vec::new();
-        let mut not_utf8 = Vec::new();
-        for reply in &replies {
-            let items = reply::array("take", reply)?;
-            if items.len() % 2 != 0 {
-                return Err(invalid("take: an odd number of elements"));
-            }
-            for pair in items.chunks_exact(2) {
-                let id =
-                    reply::bytes("take", &pair[0])?.ok_or_else(|| invalid("take: a nil job ID"))?;
-                match String::from_utf8(id) {
-                    Ok(id) => taken.push(TakenJob {
-                        id,
-                        data: reply::bytes("take", &pair[1])?,
-                    }),
-                    Err(e) => not_utf8.push(e.into_bytes()),
-                }
-            }
+        let take = calls::take_calls(&keys, &inflight, max);
+        let replies = self.run(&take, Some((queue, consumer))).await?;
+        let taken = calls::parse_take(&replies)?;
+        if !taken.not_utf8.is_empty() {
+            self.kill_not_utf8(&keys, &inflight, &taken.not_utf8).await;
         }
-        if !not_utf8.is_empty() {
-            bridged(self.kill_not_utf8(&keys, &inflight, &not_utf8)).await;
-        }
-        Ok(taken)
+        Ok(taken.jobs)
     }
-
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
         let signal = Keys::new(queue.as_str()).signal;
         let waiter = bridged(FredWaiter::open(
@@ -717,23 +562,12 @@ impl QueueBackend for FredBackend {
         consumer: &ConsumerId,
         ids: &[String],
     ) -> Result<Vec<bool>, BackendError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in ids.chunks(MAX_BATCH) {
-            let mut call = Call::new(&[&inflight, &keys.data, &keys.orphaned]);
-            for id in chunk {
-                call.arg(id.as_str());
-            }
-            calls.push(call);
-            sizes.push(chunk.len());
-        }
-        let replies = bridged(self.run(&SCRIPTS.ack, &calls, None)).await?;
-        all_flags("ack", &replies, &sizes)
+        let replies = self
+            .run(&calls::ack_calls(&keys, &inflight, ids), None)
+            .await?;
+        calls::parse_flags("ack", &replies, ids.len())
     }
 
     async fn retry(
@@ -742,25 +576,12 @@ impl QueueBackend for FredBackend {
         consumer: &ConsumerId,
         jobs: &[RetryJob],
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut call = Call::new(&[&inflight, &keys.scheduled, &keys.data, &keys.orphaned]);
-            for job in chunk {
-                call.arg(job.id.as_str())
-                    .arg(score("retry time", job.at)?)
-                    .bytes(&job.data);
-            }
-            calls.push(call);
-            sizes.push(chunk.len());
-        }
-        let replies = bridged(self.run(&SCRIPTS.retry, &calls, None)).await?;
-        all_flags("retry", &replies, &sizes)
+        let replies = self
+            .run(&calls::retry_calls(&keys, &inflight, jobs)?, None)
+            .await?;
+        calls::parse_flags("retry", &replies, jobs.len())
     }
 
     async fn kill(
@@ -770,36 +591,12 @@ impl QueueBackend for FredBackend {
         jobs: &[KillJob],
         now: f64,
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let now = score("kill time", now)?;
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut call = Call::new(&[
-                &inflight,
-                &keys.dead,
-                &keys.data,
-                &keys.reasons,
-                &keys.orphaned,
-            ]);
-            call.arg(now.as_str());
-            for job in chunk {
-                call.arg(job.id.as_str());
-                match &job.data {
-                    Some(data) => call.arg("1").bytes(data),
-                    None => call.arg("0").arg(""),
-                };
-                call.arg(job.reason.as_str());
-            }
-            calls.push(call);
-            sizes.push(chunk.len());
-        }
-        let replies = bridged(self.run(&SCRIPTS.kill, &calls, None)).await?;
-        all_flags("kill", &replies, &sizes)
+        let replies = self
+            .run(&calls::kill_calls(&keys, &inflight, jobs, now)?, None)
+            .await?;
+        calls::parse_flags("kill", &replies, jobs.len())
     }
 
     async fn give_back(
@@ -808,25 +605,12 @@ impl QueueBackend for FredBackend {
         consumer: &ConsumerId,
         ids: &[String],
     ) -> Result<usize, BackendError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let calls: Vec<Call> = ids
-            .chunks(MAX_BATCH)
-            .map(|chunk| {
-                let mut call = Call::new(&[&inflight, &keys.active, &keys.signal]);
-                for id in chunk {
-                    call.arg(id.as_str());
-                }
-                call
-            })
-            .collect();
-        let replies = bridged(self.run(&SCRIPTS.give_back, &calls, None)).await?;
-        replies
-            .iter()
-            .try_fold(0, |sum, reply| Ok(sum + reply::count("give_back", reply)?))
+        let replies = self
+            .run(&calls::give_back_calls(&keys, &inflight, ids), None)
+            .await?;
+        calls::parse_sum("give_back", &replies)
     }
 
     async fn requeue_orphans(
@@ -837,30 +621,16 @@ impl QueueBackend for FredBackend {
         bridged(self.sweep(queue, sweep)).await
     }
 
-    async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
-        if trim.max_jobs == 0 {
-            return Ok(0);
-        }
-        let keys = Keys::new(queue.as_str());
-        let killed_before = score("killed_before", trim.killed_before)?;
-        let calls: Vec<Call> = budgets(trim.max_jobs)
-            .into_iter()
-            .map(|budget| {
-                let mut call = Call::new(&[&keys.dead, &keys.data, &keys.reasons, &keys.orphaned]);
-                call.arg(killed_before.as_str())
-                    .arg(count_arg(trim.keep_at_most))
-                    .arg(count_arg(budget));
-                call
-            })
-            .collect();
-        let replies = bridged(self.run(&SCRIPTS.trim_dead, &calls, None)).await?;
-        replies
-            .iter()
-            .try_fold(0, |sum, reply| Ok(sum + reply::count("trim_dead", reply)?))
-    }
-
     async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
         bridged(self.read_all(queue)).await
+    }
+
+    async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let replies = self
+            .run(&calls::trim_dead_calls(&keys, trim)?, None)
+            .await?;
+        calls::parse_sum("trim_dead", &replies)
     }
 
     async fn unregister(
@@ -870,9 +640,10 @@ impl QueueBackend for FredBackend {
     ) -> Result<bool, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let call = Call::new(&[&keys.consumers, &inflight]);
-        let replies = bridged(self.run(&SCRIPTS.unregister, &[call], None)).await?;
-        Ok(reply::int("unregister", one("unregister", &replies)?)? == 1)
+        let replies = self
+            .run(&calls::unregister_calls(&keys, &inflight), None)
+            .await?;
+        calls::parse_one_flag("unregister", &replies)
     }
 }
 
@@ -883,21 +654,8 @@ impl FredBackend {
     /// flight, and the custodian hands them on once this consumer is gone.
     async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>]) {
         let now = curlyq_core::unix_seconds(std::time::SystemTime::now());
-        let mut call = Call::new(&[
-            inflight,
-            &keys.dead,
-            &keys.data,
-            &keys.reasons,
-            &keys.orphaned,
-        ]);
-        call.arg(format!("{now}"));
-        for id in ids {
-            call.bytes(id).arg("0").arg("").arg(
-                "job ID is not valid UTF-8 (curlyq job IDs are strings); killed when taken, \
-                 data kept as stored",
-            );
-        }
-        match self.run(&SCRIPTS.kill, &[call], None).await {
+        let kill = calls::kill_not_utf8_calls(keys, inflight, ids, now);
+        match self.run(&kill, None).await {
             Ok(_) => tracing::warn!(
                 jobs = ids.len(),
                 "killed taken jobs whose IDs are not UTF-8"
@@ -918,66 +676,26 @@ impl FredBackend {
         queue: &QueueName,
         sweep: OrphanSweep,
     ) -> Result<OrphanReport, BackendError> {
-        let keys = Keys::new(queue.as_str());
-        let expired_before = score("expired_before", sweep.expired_before)?;
-        let now = score("now", sweep.now)?;
+        let mut sweeper = OrphanSweeper::new(Keys::new(queue.as_str()), sweep)?;
         let client = self.pick();
-        let mut report = OrphanReport::default();
-        let mut left = sweep.max_jobs;
-        for _ in 0..SWEEP_ROUNDS {
-            let listed = self
-                .command(
-                    client,
-                    "ZRANGEBYSCORE",
-                    vec![
-                        keys.consumers.as_str().into(),
-                        "-inf".into(),
-                        expired_before.as_str().into(),
-                        "LIMIT".into(),
-                        0.into(),
-                        count_arg(SWEEP_CONSUMERS),
-                    ],
-                )
-                .await?;
-            let members = match listed {
-                Value::Null => Vec::new(),
-                other => reply::texts("requeue_orphans", &other)?,
-            };
+        for _ in 0..calls::MAX_SWEEP_ROUNDS {
+            let list = sweeper.list();
+            let args = list
+                .args
+                .iter()
+                .map(|arg| Value::Bytes(Bytes::copy_from_slice(arg)))
+                .collect();
+            let listed = self.command(client, list.name, args).await?;
+            let members = OrphanSweeper::members(&reply::to_reply(listed))?;
             if members.is_empty() {
                 break;
             }
-            let mut key_list: Vec<&str> = vec![
-                &keys.consumers,
-                &keys.active,
-                &keys.dead,
-                &keys.reasons,
-                &keys.orphaned,
-                &keys.signal,
-            ];
-            key_list.extend(members.iter().map(String::as_str));
-            let mut call = Call::new(&key_list);
-            call.arg(expired_before.as_str())
-                .arg(count_arg(left.min(MAX_BATCH)))
-                .arg(Value::Integer(i64::from(sweep.max_orphan_requeues)))
-                .arg(now.as_str());
-            let replies = self.run(&SCRIPTS.requeue_orphans, &[call], None).await?;
-            let parts = reply::array("requeue_orphans", one("requeue_orphans", &replies)?)?;
-            let [requeued, killed, removed] = parts else {
-                return Err(invalid("requeue_orphans: expected three counts"));
-            };
-            let requeued = reply::count("requeue_orphans", requeued)?;
-            let killed = reply::count("requeue_orphans", killed)?;
-            let removed = reply::count("requeue_orphans", removed)?;
-            report.requeued += requeued;
-            report.killed += killed;
-            report.consumers_removed += removed;
-            let moved = requeued + killed;
-            left = left.saturating_sub(moved);
-            if removed == 0 && (moved == 0 || left == 0) {
+            let replies = self.run(&[sweeper.call(members)], None).await?;
+            if !sweeper.record(&replies)? {
                 break;
             }
         }
-        Ok(report)
+        Ok(sweeper.report())
     }
 
     /// The snapshot: the consumers name the in-flight sets to read, then one `MULTI`

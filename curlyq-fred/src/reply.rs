@@ -1,6 +1,8 @@
-//! Reading fred's [`Value`]s without panicking on anything the server sends.
+//! Reading fred's [`Value`]s without panicking on anything the server sends, and
+//! converting them into the neutral [`Reply`] the shared parsers read.
 
 use curlyq_core::BackendError;
+use curlyq_lua::calls::Reply;
 use fred::types::Value;
 
 use crate::error::invalid;
@@ -35,12 +37,6 @@ pub(crate) fn int(op: &str, value: &Value) -> Result<i64, BackendError> {
     }
 }
 
-/// A count (a non-negative integer).
-pub(crate) fn count(op: &str, value: &Value) -> Result<usize, BackendError> {
-    let n = int(op, value)?;
-    usize::try_from(n).map_err(|_| invalid(format!("{op}: a negative count ({n})")))
-}
-
 /// The elements of an array.
 pub(crate) fn array<'a>(op: &str, value: &'a Value) -> Result<&'a [Value], BackendError> {
     match value {
@@ -50,26 +46,6 @@ pub(crate) fn array<'a>(op: &str, value: &'a Value) -> Result<&'a [Value], Backe
             kind(other)
         ))),
     }
-}
-
-/// Exactly `n` flags (0 or 1).
-pub(crate) fn flags(op: &str, value: &Value, n: usize) -> Result<Vec<bool>, BackendError> {
-    let items = array(op, value)?;
-    if items.len() != n {
-        return Err(invalid(format!(
-            "{op}: {} results for {n} jobs",
-            items.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(n);
-    for item in items {
-        out.push(match int(op, item)? {
-            0 => false,
-            1 => true,
-            other => return Err(invalid(format!("{op}: a flag of {other}"))),
-        });
-    }
-    Ok(out)
 }
 
 /// The bytes of a string, `None` for nil.
@@ -163,4 +139,18 @@ pub(crate) fn hash(op: &str, value: &Value) -> Result<Vec<(String, Vec<u8>)>, Ba
 /// The elements of an array (or RESP3 set) as text.
 pub(crate) fn texts(op: &str, value: &Value) -> Result<Vec<String>, BackendError> {
     array(op, value)?.iter().map(|v| text(op, v)).collect()
+}
+
+/// `value` as a [`Reply`]; kinds no script answers become [`Reply::Other`].
+pub(crate) fn to_reply(value: Value) -> Reply {
+    match value {
+        Value::Null => Reply::Nil,
+        Value::Integer(n) => Reply::Int(n),
+        Value::String(s) => Reply::Bulk(s.as_bytes().to_vec()),
+        Value::Bytes(b) => Reply::Bulk(b.to_vec()),
+        Value::Array(items) => Reply::Array(items.into_iter().map(to_reply).collect()),
+        Value::Double(d) => Reply::Double(d),
+        Value::Boolean(b) => Reply::Bool(b),
+        other => Reply::Other(kind(&other)),
+    }
 }

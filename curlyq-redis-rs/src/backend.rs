@@ -6,8 +6,9 @@ use std::sync::LazyLock;
 use curlyq_core::{
     async_trait, BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport,
     OrphanSweep, QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob,
-    TakenJob, Waiter, MAX_BATCH,
+    TakenJob, Waiter,
 };
+use curlyq_lua::calls::{self, OrphanSweeper, Reply, ScriptCall, ScriptId};
 use curlyq_lua::Keys;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, ConnectionAddr, Script, Value};
@@ -17,43 +18,18 @@ use crate::error::{self, invalid, Secrets};
 use crate::reply;
 use crate::waiter::RedisWaiter;
 
-/// The scripts, hashed once.
-struct Scripts {
-    push: Script,
-    schedule: Script,
-    register: Script,
-    enqueue_due: Script,
-    take: Script,
-    ack: Script,
-    retry: Script,
-    kill: Script,
-    give_back: Script,
-    requeue_orphans: Script,
-    trim_dead: Script,
-    unregister: Script,
-}
-
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    push: Script::new(curlyq_lua::PUSH),
-    schedule: Script::new(curlyq_lua::SCHEDULE),
-    register: Script::new(curlyq_lua::REGISTER),
-    enqueue_due: Script::new(curlyq_lua::ENQUEUE_DUE),
-    take: Script::new(curlyq_lua::TAKE),
-    ack: Script::new(curlyq_lua::ACK),
-    retry: Script::new(curlyq_lua::RETRY),
-    kill: Script::new(curlyq_lua::KILL),
-    give_back: Script::new(curlyq_lua::GIVE_BACK),
-    requeue_orphans: Script::new(curlyq_lua::REQUEUE_ORPHANS),
-    trim_dead: Script::new(curlyq_lua::TRIM_DEAD),
-    unregister: Script::new(curlyq_lua::UNREGISTER),
+/// The scripts, hashed once, indexed by [`ScriptId`].
+static SCRIPTS: LazyLock<Vec<Script>> = LazyLock::new(|| {
+    ScriptId::ALL
+        .iter()
+        .map(|id| Script::new(id.source()))
+        .collect()
 });
 
-/// How many expired consumers one orphan-sweep script call visits.
-const CONSUMERS_PER_SWEEP_CALL: usize = 100;
-
-/// A bound on the rounds of one orphan sweep (each round moves a job or removes a
-/// consumer, so this is only a guard against a store that changes under us forever).
-const MAX_SWEEP_ROUNDS: usize = 10_000;
+/// The hashed script of `id`.
+fn script(id: ScriptId) -> &'static Script {
+    &SCRIPTS[id as usize]
+}
 
 /// curlyq's [`QueueBackend`] on Redis (or Valkey, Dragonfly, ...), through the `redis`
 /// crate.
@@ -63,7 +39,7 @@ const MAX_SWEEP_ROUNDS: usize = 10_000;
 /// connection for the blocking wait. Cloning is cheap and shares the connection.
 ///
 /// Each operation is one Lua script call (`EVALSHA`, loading the script again after
-/// `NOSCRIPT`). Batches larger than [`MAX_BATCH`] are split into chunks that are sent as
+/// `NOSCRIPT`). Batches larger than [`MAX_BATCH`](curlyq_core::MAX_BATCH) are split into chunks that are sent as
 /// one pipeline, in one round trip, and run in order, each chunk atomically.
 #[derive(Clone)]
 pub struct RedisBackend {
@@ -253,14 +229,16 @@ impl RedisBackend {
         }
     }
 
-    /// Runs `calls` (EVALSHA commands of `script`) as one pipeline; resends the calls that
-    /// found the script missing after loading it. Returns one reply per call, in order.
+    /// Runs `calls` as one pipeline of EVALSHA commands; resends the calls that found
+    /// their script missing after loading it. Returns one reply per call, in order.
     async fn run(
         &self,
-        script: &Script,
-        calls: Vec<Cmd>,
+        calls: &[ScriptCall],
         who: Option<(&QueueName, &ConsumerId)>,
-    ) -> Result<Vec<Value>, BackendError> {
+    ) -> Result<Vec<Reply>, BackendError> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
         let mut replies: Vec<Option<Value>> = vec![None; calls.len()];
         let mut pending: Vec<usize> = (0..calls.len()).collect();
@@ -268,13 +246,9 @@ impl RedisBackend {
             let mut pipe = redis::pipe();
             for &i in &pending {
                 if let Some(call) = calls.get(i) {
-                    if attempt == 2 {
-                        // The cache was flushed again between our SCRIPT LOAD and the
-                        // call (SCRIPT FLUSH under load): send the source itself.
-                        pipe.add_command(with_source(call, script)?);
-                    } else {
-                        pipe.add_command(call.clone());
-                    }
+                    // The third attempt follows a NOSCRIPT right after our SCRIPT LOAD
+                    // (SCRIPT FLUSH under load): it sends the source itself.
+                    pipe.add_command(script_cmd(call, attempt == 2));
                 }
             }
             let answers = conn
@@ -307,18 +281,24 @@ impl RedisBackend {
                     "NOSCRIPT: the server answered NOSCRIPT to EVAL".into(),
                 ));
             }
-            if attempt == 1 {
-                pending = missing;
-                continue;
+            if attempt == 0 {
+                let mut ids: Vec<ScriptId> = missing
+                    .iter()
+                    .filter_map(|&i| calls.get(i).map(|call| call.script))
+                    .collect();
+                ids.dedup();
+                for id in ids {
+                    let script = script(id);
+                    tracing::debug!(
+                        sha = script.get_hash(),
+                        "script not cached on the server; loading it"
+                    );
+                    script
+                        .load_async(&mut conn)
+                        .await
+                        .map_err(|e| error::from_redis(&self.secrets, &e))?;
+                }
             }
-            tracing::debug!(
-                sha = script.get_hash(),
-                "script not cached on the server; loading it"
-            );
-            script
-                .load_async(&mut conn)
-                .await
-                .map_err(|e| error::from_redis(&self.secrets, &e))?;
             pending = missing;
         }
         let mut out = Vec::with_capacity(replies.len());
@@ -333,7 +313,7 @@ impl RedisBackend {
                         _ => error::from_reply(&self.secrets, &e),
                     })
                 }
-                Some(value) => out.push(value),
+                Some(value) => out.push(reply::to_reply(value)),
                 None => return Err(invalid("a pipeline reply is missing")),
             }
         }
@@ -347,27 +327,9 @@ impl RedisBackend {
     /// Killed by their raw bytes, data kept as stored. On failure they stay in flight
     /// and come back through the custodian once this consumer is gone.
     async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>]) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let script = &SCRIPTS.kill;
-        let mut cmd = evalsha(
-            script,
-            &[
-                inflight,
-                &keys.dead,
-                &keys.data,
-                &keys.reasons,
-                &keys.orphaned,
-            ],
-        );
-        cmd.arg(format!("{now}"));
-        for id in ids {
-            cmd.arg(id.as_slice()).arg("0").arg("").arg(
-                "job ID is not valid UTF-8 (curlyq job IDs are strings); killed when taken, data kept as stored",
-            );
-        }
-        match self.run(script, vec![cmd], None).await {
+        let now = curlyq_core::unix_seconds(std::time::SystemTime::now());
+        let kill = calls::kill_not_utf8_calls(keys, inflight, ids, now);
+        match self.run(&kill, None).await {
             Ok(_) => tracing::warn!(
                 jobs = ids.len(),
                 "curlyq killed taken jobs whose IDs are not UTF-8"
@@ -378,28 +340,22 @@ impl RedisBackend {
     }
 }
 
-/// The sources of the scripts, by SHA1.
-static SOURCES: LazyLock<std::collections::HashMap<String, &'static str>> = LazyLock::new(|| {
-    curlyq_lua::ALL
-        .iter()
-        .map(|(_, source)| (Script::new(source).get_hash().to_owned(), *source))
-        .collect()
-});
-
-/// `call` (an `EVALSHA sha n keys... args...`) as `EVAL source n keys... args...`.
-fn with_source(call: &Cmd, script: &Script) -> Result<Cmd, BackendError> {
-    let source = SOURCES
-        .get(script.get_hash())
-        .ok_or_else(|| invalid("NOSCRIPT for a script curlyq does not know"))?;
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(*source);
-    for arg in call.args_iter().skip(2) {
-        match arg {
-            redis::Arg::Simple(bytes) => cmd.arg(bytes),
-            _ => return Err(invalid("a script call with a cursor argument")),
-        };
+/// `call` as `EVALSHA sha n keys... args...`, or `EVAL source n ...` `with_source`.
+fn script_cmd(call: &ScriptCall, with_source: bool) -> Cmd {
+    let mut cmd = if with_source {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(call.script.source());
+        cmd
+    } else {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script(call.script).get_hash());
+        cmd
+    };
+    cmd.arg(call.keys.len());
+    for arg in call.keys.iter().chain(&call.args) {
+        cmd.arg(arg.as_slice());
     }
-    Ok(cmd)
+    cmd
 }
 
 fn secrets_of(client: &Client, raw_password: Option<String>) -> Secrets {
@@ -436,45 +392,6 @@ pub(crate) async fn dedicated_connection(
         })
 }
 
-/// A time or score as Redis reads it: shortest round-trip decimal, `inf`/`-inf` for
-/// infinities. NaN is refused before anything is sent.
-fn score(what: &str, value: f64) -> Result<String, BackendError> {
-    if value.is_nan() {
-        return Err(BackendError::Rejected(format!("{what} is NaN, not a time")));
-    }
-    Ok(format!("{value}"))
-}
-
-/// An EVALSHA of `script` with `keys`.
-fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
-    cmd
-}
-
-/// `max` split into budgets of at most [`MAX_BATCH`] (one budget of 0 when `max` is 0).
-fn budgets(max: usize) -> Vec<usize> {
-    if max == 0 {
-        return vec![0];
-    }
-    let mut out = Vec::with_capacity(max.div_ceil(MAX_BATCH));
-    let mut left = max;
-    while left > 0 {
-        let n = left.min(MAX_BATCH);
-        out.push(n);
-        left -= n;
-    }
-    out
-}
-
-fn flags_of(op: &str, replies: &[Value], sizes: &[usize]) -> Result<Vec<bool>, BackendError> {
-    let mut out = Vec::with_capacity(sizes.iter().sum());
-    for (reply, &size) in replies.iter().zip(sizes) {
-        out.extend(reply::flags(op, reply, size)?);
-    }
-    Ok(out)
-}
-
 #[async_trait]
 impl QueueBackend for RedisBackend {
     async fn push(
@@ -482,23 +399,9 @@ impl QueueBackend for RedisBackend {
         queue: &QueueName,
         jobs: &[EncodedJob],
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
-        let script = &SCRIPTS.push;
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut cmd = evalsha(script, &[&keys.data, &keys.active, &keys.signal]);
-            for job in chunk {
-                cmd.arg(&job.id).arg(&job.data);
-            }
-            calls.push(cmd);
-            sizes.push(chunk.len());
-        }
-        let replies = self.run(script, calls, None).await?;
-        flags_of("push", &replies, &sizes)
+        let replies = self.run(&calls::push_calls(&keys, jobs), None).await?;
+        calls::parse_flags("push", &replies, jobs.len())
     }
 
     async fn schedule(
@@ -506,25 +409,9 @@ impl QueueBackend for RedisBackend {
         queue: &QueueName,
         jobs: &[ScheduledJob],
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
-        let script = &SCRIPTS.schedule;
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut cmd = evalsha(script, &[&keys.data, &keys.scheduled, &keys.signal]);
-            for job in chunk {
-                cmd.arg(&job.job.id)
-                    .arg(score("schedule time", job.at)?)
-                    .arg(&job.job.data);
-            }
-            calls.push(cmd);
-            sizes.push(chunk.len());
-        }
-        let replies = self.run(script, calls, None).await?;
-        flags_of("schedule", &replies, &sizes)
+        let replies = self.run(&calls::schedule_calls(&keys, jobs)?, None).await?;
+        calls::parse_flags("schedule", &replies, jobs.len())
     }
 
     async fn register(
@@ -535,19 +422,9 @@ impl QueueBackend for RedisBackend {
         mode: Registration,
     ) -> Result<bool, BackendError> {
         let keys = Keys::new(queue.as_str());
-        let script = &SCRIPTS.register;
-        let mut cmd = evalsha(script, &[&keys.consumers]);
-        cmd.arg(score("heartbeat time", now)?)
-            .arg(match mode {
-                Registration::Join => "join",
-                Registration::Heartbeat => "heartbeat",
-            })
-            .arg(keys.inflight(consumer.as_str()));
-        let replies = self.run(script, vec![cmd], None).await?;
-        let reply = replies
-            .first()
-            .ok_or_else(|| invalid("register: no reply"))?;
-        Ok(reply::int("register", reply)? == 1)
+        let call = calls::register_calls(&keys, consumer.as_str(), now, mode)?;
+        let replies = self.run(&call, None).await?;
+        calls::parse_one_flag("register", &replies)
     }
 
     async fn enqueue_due(
@@ -557,30 +434,10 @@ impl QueueBackend for RedisBackend {
         max: usize,
     ) -> Result<DueReport, BackendError> {
         let keys = Keys::new(queue.as_str());
-        let script = &SCRIPTS.enqueue_due;
-        let now = score("now", now)?;
-        let calls = budgets(max)
-            .into_iter()
-            .map(|budget| {
-                let mut cmd = evalsha(script, &[&keys.scheduled, &keys.active, &keys.signal]);
-                cmd.arg(&now).arg(budget);
-                cmd
-            })
-            .collect();
-        let replies = self.run(script, calls, None).await?;
-        let mut report = DueReport::default();
-        for reply in &replies {
-            let parts = reply::array("enqueue_due", reply)?;
-            let moved = parts
-                .first()
-                .ok_or_else(|| invalid("enqueue_due: empty reply"))?;
-            report.moved += reply::count("enqueue_due", moved)?;
-            report.next_due = match parts.get(1) {
-                Some(next) => reply::optional_score("enqueue_due", next)?,
-                None => None,
-            };
-        }
-        Ok(report)
+        let replies = self
+            .run(&calls::enqueue_due_calls(&keys, now, max)?, None)
+            .await?;
+        calls::parse_enqueue_due(&replies)
     }
 
     async fn take(
@@ -591,54 +448,14 @@ impl QueueBackend for RedisBackend {
     ) -> Result<Vec<TakenJob>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let script = &SCRIPTS.take;
-        let calls = budgets(max)
-            .into_iter()
-            .map(|budget| {
-                let mut cmd = evalsha(
-                    script,
-                    &[
-                        &keys.active,
-                        &inflight,
-                        &keys.data,
-                        &keys.signal,
-                        &keys.consumers,
-                    ],
-                );
-                cmd.arg(budget);
-                cmd
-            })
-            .collect();
-        let replies = self.run(script, calls, Some((queue, consumer))).await?;
-        let mut taken = Vec::new();
-        let mut not_utf8 = Vec::new();
-        for reply in &replies {
-            let items = reply::array("take", reply)?;
-            if items.len() % 2 != 0 {
-                return Err(invalid("take: an odd number of elements"));
-            }
-            for pair in items.chunks(2) {
-                let (id, data) = match pair {
-                    [id, data] => (id, data),
-                    _ => return Err(invalid("take: an odd number of elements")),
-                };
-                let id = reply::optional_bytes("take", id)?
-                    .ok_or_else(|| invalid("take: a nil job ID"))?;
-                match String::from_utf8(id) {
-                    Ok(id) => taken.push(TakenJob {
-                        id,
-                        data: reply::optional_bytes("take", data)?,
-                    }),
-                    Err(e) => not_utf8.push(e.into_bytes()),
-                }
-            }
+        let take = calls::take_calls(&keys, &inflight, max);
+        let replies = self.run(&take, Some((queue, consumer))).await?;
+        let taken = calls::parse_take(&replies)?;
+        if !taken.not_utf8.is_empty() {
+            self.kill_not_utf8(&keys, &inflight, &taken.not_utf8).await;
         }
-        if !not_utf8.is_empty() {
-            self.kill_not_utf8(&keys, &inflight, &not_utf8).await;
-        }
-        Ok(taken)
+        Ok(taken.jobs)
     }
-
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let waiter = RedisWaiter::connect(
@@ -657,22 +474,12 @@ impl QueueBackend for RedisBackend {
         consumer: &ConsumerId,
         ids: &[String],
     ) -> Result<Vec<bool>, BackendError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let script = &SCRIPTS.ack;
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in ids.chunks(MAX_BATCH) {
-            let mut cmd = evalsha(script, &[&inflight, &keys.data, &keys.orphaned]);
-            cmd.arg(chunk);
-            calls.push(cmd);
-            sizes.push(chunk.len());
-        }
-        let replies = self.run(script, calls, None).await?;
-        flags_of("ack", &replies, &sizes)
+        let replies = self
+            .run(&calls::ack_calls(&keys, &inflight, ids), None)
+            .await?;
+        calls::parse_flags("ack", &replies, ids.len())
     }
 
     async fn retry(
@@ -681,29 +488,12 @@ impl QueueBackend for RedisBackend {
         consumer: &ConsumerId,
         jobs: &[RetryJob],
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let script = &SCRIPTS.retry;
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut cmd = evalsha(
-                script,
-                &[&inflight, &keys.scheduled, &keys.data, &keys.orphaned],
-            );
-            for job in chunk {
-                cmd.arg(&job.id)
-                    .arg(score("retry time", job.at)?)
-                    .arg(&job.data);
-            }
-            calls.push(cmd);
-            sizes.push(chunk.len());
-        }
-        let replies = self.run(script, calls, None).await?;
-        flags_of("retry", &replies, &sizes)
+        let replies = self
+            .run(&calls::retry_calls(&keys, &inflight, jobs)?, None)
+            .await?;
+        calls::parse_flags("retry", &replies, jobs.len())
     }
 
     async fn kill(
@@ -713,40 +503,12 @@ impl QueueBackend for RedisBackend {
         jobs: &[KillJob],
         now: f64,
     ) -> Result<Vec<bool>, BackendError> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let script = &SCRIPTS.kill;
-        let now = score("kill time", now)?;
-        let mut calls = Vec::new();
-        let mut sizes = Vec::new();
-        for chunk in jobs.chunks(MAX_BATCH) {
-            let mut cmd = evalsha(
-                script,
-                &[
-                    &inflight,
-                    &keys.dead,
-                    &keys.data,
-                    &keys.reasons,
-                    &keys.orphaned,
-                ],
-            );
-            cmd.arg(&now);
-            for job in chunk {
-                cmd.arg(&job.id);
-                match &job.data {
-                    Some(data) => cmd.arg("1").arg(data),
-                    None => cmd.arg("0").arg(""),
-                };
-                cmd.arg(&job.reason);
-            }
-            calls.push(cmd);
-            sizes.push(chunk.len());
-        }
-        let replies = self.run(script, calls, None).await?;
-        flags_of("kill", &replies, &sizes)
+        let replies = self
+            .run(&calls::kill_calls(&keys, &inflight, jobs, now)?, None)
+            .await?;
+        calls::parse_flags("kill", &replies, jobs.len())
     }
 
     async fn give_back(
@@ -755,24 +517,12 @@ impl QueueBackend for RedisBackend {
         consumer: &ConsumerId,
         ids: &[String],
     ) -> Result<usize, BackendError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let script = &SCRIPTS.give_back;
-        let calls = ids
-            .chunks(MAX_BATCH)
-            .map(|chunk| {
-                let mut cmd = evalsha(script, &[&inflight, &keys.active, &keys.signal]);
-                cmd.arg(chunk);
-                cmd
-            })
-            .collect();
-        let replies = self.run(script, calls, None).await?;
-        replies
-            .iter()
-            .try_fold(0, |sum, reply| Ok(sum + reply::count("give_back", reply)?))
+        let replies = self
+            .run(&calls::give_back_calls(&keys, &inflight, ids), None)
+            .await?;
+        calls::parse_sum("give_back", &replies)
     }
 
     async fn requeue_orphans(
@@ -780,95 +530,33 @@ impl QueueBackend for RedisBackend {
         queue: &QueueName,
         sweep: OrphanSweep,
     ) -> Result<OrphanReport, BackendError> {
-        let keys = Keys::new(queue.as_str());
-        let script = &SCRIPTS.requeue_orphans;
-        let expired_before = score("expired_before", sweep.expired_before)?;
-        let now = score("now", sweep.now)?;
+        let mut sweeper = OrphanSweeper::new(Keys::new(queue.as_str()), sweep)?;
         let mut conn = self.conn.clone();
-        let mut report = OrphanReport::default();
-        let mut left = sweep.max_jobs;
-        for _ in 0..MAX_SWEEP_ROUNDS {
-            // Step 1: the expired consumers, oldest first (the script re-checks each).
-            let mut list = redis::cmd("ZRANGEBYSCORE");
-            list.arg(&keys.consumers)
-                .arg("-inf")
-                .arg(&expired_before)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(CONSUMERS_PER_SWEEP_CALL);
-            let listed = self.command(&mut conn, &list).await?;
-            let mut members = Vec::new();
-            for member in reply::array("requeue_orphans", &listed)? {
-                let member = reply::optional_bytes("requeue_orphans", member)?
-                    .ok_or_else(|| invalid("requeue_orphans: a nil consumer"))?;
-                members.push(member);
+        for _ in 0..calls::MAX_SWEEP_ROUNDS {
+            let list = sweeper.list();
+            let mut cmd = redis::cmd(list.name);
+            for arg in &list.args {
+                cmd.arg(arg.as_slice());
             }
+            let listed = self.command(&mut conn, &cmd).await?;
+            let members = OrphanSweeper::members(&reply::to_reply(listed))?;
             if members.is_empty() {
                 break;
             }
-            // Step 2: the script, with every in-flight key declared.
-            let budget = left.min(MAX_BATCH);
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(script.get_hash())
-                .arg(6 + members.len())
-                .arg(&keys.consumers)
-                .arg(&keys.active)
-                .arg(&keys.dead)
-                .arg(&keys.reasons)
-                .arg(&keys.orphaned)
-                .arg(&keys.signal);
-            for member in &members {
-                cmd.arg(member.as_slice());
-            }
-            cmd.arg(&expired_before)
-                .arg(budget)
-                .arg(sweep.max_orphan_requeues)
-                .arg(&now);
-            let replies = self.run(script, vec![cmd], None).await?;
-            let reply = replies
-                .first()
-                .ok_or_else(|| invalid("requeue_orphans: no reply"))?;
-            let parts = reply::array("requeue_orphans", reply)?;
-            let [requeued, killed, removed] = parts else {
-                return Err(invalid("requeue_orphans: expected three counts"));
-            };
-            let requeued = reply::count("requeue_orphans", requeued)?;
-            let killed = reply::count("requeue_orphans", killed)?;
-            let removed = reply::count("requeue_orphans", removed)?;
-            report.requeued += requeued;
-            report.killed += killed;
-            report.consumers_removed += removed;
-            let moved = requeued + killed;
-            left = left.saturating_sub(moved);
-            if removed == 0 && (moved == 0 || left == 0) {
+            let replies = self.run(&[sweeper.call(members)], None).await?;
+            if !sweeper.record(&replies)? {
                 break;
             }
         }
-        Ok(report)
+        Ok(sweeper.report())
     }
 
     async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
-        if trim.max_jobs == 0 {
-            return Ok(0);
-        }
         let keys = Keys::new(queue.as_str());
-        let script = &SCRIPTS.trim_dead;
-        let killed_before = score("killed_before", trim.killed_before)?;
-        let calls = budgets(trim.max_jobs)
-            .into_iter()
-            .map(|budget| {
-                let mut cmd = evalsha(
-                    script,
-                    &[&keys.dead, &keys.data, &keys.reasons, &keys.orphaned],
-                );
-                cmd.arg(&killed_before).arg(trim.keep_at_most).arg(budget);
-                cmd
-            })
-            .collect();
-        let replies = self.run(script, calls, None).await?;
-        replies
-            .iter()
-            .try_fold(0, |sum, reply| Ok(sum + reply::count("trim_dead", reply)?))
+        let replies = self
+            .run(&calls::trim_dead_calls(&keys, trim)?, None)
+            .await?;
+        calls::parse_sum("trim_dead", &replies)
     }
 
     async fn unregister(
@@ -878,15 +566,11 @@ impl QueueBackend for RedisBackend {
     ) -> Result<bool, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let script = &SCRIPTS.unregister;
-        let cmd = evalsha(script, &[&keys.consumers, &inflight]);
-        let replies = self.run(script, vec![cmd], None).await?;
-        let reply = replies
-            .first()
-            .ok_or_else(|| invalid("unregister: no reply"))?;
-        Ok(reply::int("unregister", reply)? == 1)
+        let replies = self
+            .run(&calls::unregister_calls(&keys, &inflight), None)
+            .await?;
+        calls::parse_one_flag("unregister", &replies)
     }
-
     async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
         let keys = Keys::new(queue.as_str());
         let mut conn = self.conn.clone();

@@ -20,6 +20,8 @@
 //! `{}` formatting of an `f64` gives the shortest string that round-trips) and handed to
 //! Redis as given, never through a Lua number.
 
+pub mod calls;
+
 /// Most jobs (or IDs) a caller passes to one script call (equal to
 /// `curlyq_core::MAX_BATCH`).
 pub const MAX_JOBS_PER_CALL: usize = 1000;

@@ -1,0 +1,747 @@
+//! The client-independent half of a Redis backend: for each `QueueBackend` operation,
+//! the script calls to send (keys and arguments, split into chunks of at most
+//! [`MAX_BATCH`]) and the parsing of their replies.
+//!
+//! A backend only converts its client's reply values into [`Reply`], sends a batch of
+//! [`ScriptCall`]s as one pipeline (`EVALSHA`, loading the script after `NOSCRIPT`,
+//! `EVAL` as the last resort) and maps its client's errors.
+
+use curlyq_core::{
+    BackendError, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
+    Registration, RetryJob, ScheduledJob, TakenJob, MAX_BATCH,
+};
+
+use crate::Keys;
+
+/// A reply from the server in a client-neutral form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// Nil (a null bulk string or array).
+    Nil,
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Bulk(Vec<u8>),
+    /// A simple string (status), such as `OK`.
+    Status(String),
+    /// A RESP3 double.
+    Double(f64),
+    /// A RESP3 boolean.
+    Bool(bool),
+    /// An array (or a RESP3 set).
+    Array(Vec<Reply>),
+    /// An error reply found inside another reply.
+    Error {
+        /// The error's code (its first word, such as `WRONGTYPE`).
+        code: String,
+        /// The rest of the message.
+        message: String,
+    },
+    /// A reply of a kind no script answers (a RESP3 map, ...), by its description.
+    Other(&'static str),
+}
+
+impl Reply {
+    /// A short description of the reply's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Nil => "nil",
+            Reply::Int(_) => "an integer",
+            Reply::Bulk(_) => "a bulk string",
+            Reply::Status(_) => "a status",
+            Reply::Double(_) => "a double",
+            Reply::Bool(_) => "a boolean",
+            Reply::Array(_) => "an array",
+            Reply::Error { .. } => "an error",
+            Reply::Other(kind) => kind,
+        }
+    }
+}
+
+/// One of the scripts of this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScriptId {
+    /// [`PUSH`](crate::PUSH).
+    Push,
+    /// [`SCHEDULE`](crate::SCHEDULE).
+    Schedule,
+    /// [`REGISTER`](crate::REGISTER).
+    Register,
+    /// [`ENQUEUE_DUE`](crate::ENQUEUE_DUE).
+    EnqueueDue,
+    /// [`TAKE`](crate::TAKE).
+    Take,
+    /// [`ACK`](crate::ACK).
+    Ack,
+    /// [`RETRY`](crate::RETRY).
+    Retry,
+    /// [`KILL`](crate::KILL).
+    Kill,
+    /// [`GIVE_BACK`](crate::GIVE_BACK).
+    GiveBack,
+    /// [`REQUEUE_ORPHANS`](crate::REQUEUE_ORPHANS).
+    RequeueOrphans,
+    /// [`TRIM_DEAD`](crate::TRIM_DEAD).
+    TrimDead,
+    /// [`UNREGISTER`](crate::UNREGISTER).
+    Unregister,
+}
+
+impl ScriptId {
+    /// Every script, in the order of [`ALL`](crate::ALL) (`id as usize` is its index).
+    pub const ALL: [ScriptId; 12] = [
+        ScriptId::Push,
+        ScriptId::Schedule,
+        ScriptId::Register,
+        ScriptId::EnqueueDue,
+        ScriptId::Take,
+        ScriptId::Ack,
+        ScriptId::Retry,
+        ScriptId::Kill,
+        ScriptId::GiveBack,
+        ScriptId::RequeueOrphans,
+        ScriptId::TrimDead,
+        ScriptId::Unregister,
+    ];
+
+    /// The script's source.
+    pub fn source(self) -> &'static str {
+        match self {
+            ScriptId::Push => crate::PUSH,
+            ScriptId::Schedule => crate::SCHEDULE,
+            ScriptId::Register => crate::REGISTER,
+            ScriptId::EnqueueDue => crate::ENQUEUE_DUE,
+            ScriptId::Take => crate::TAKE,
+            ScriptId::Ack => crate::ACK,
+            ScriptId::Retry => crate::RETRY,
+            ScriptId::Kill => crate::KILL,
+            ScriptId::GiveBack => crate::GIVE_BACK,
+            ScriptId::RequeueOrphans => crate::REQUEUE_ORPHANS,
+            ScriptId::TrimDead => crate::TRIM_DEAD,
+            ScriptId::Unregister => crate::UNREGISTER,
+        }
+    }
+}
+
+/// One script call: the script, its `KEYS` and its `ARGV`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptCall {
+    /// The script to run.
+    pub script: ScriptId,
+    /// `KEYS` (bytes: an in-flight key read back from the server may not be UTF-8).
+    pub keys: Vec<Vec<u8>>,
+    /// `ARGV`.
+    pub args: Vec<Vec<u8>>,
+}
+
+impl ScriptCall {
+    fn new(script: ScriptId, keys: &[&str]) -> Self {
+        ScriptCall {
+            script,
+            keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            args: Vec::new(),
+        }
+    }
+
+    fn arg(&mut self, value: impl AsRef<[u8]>) -> &mut Self {
+        self.args.push(value.as_ref().to_vec());
+        self
+    }
+
+    fn num(&mut self, n: impl std::fmt::Display) -> &mut Self {
+        self.arg(n.to_string())
+    }
+}
+
+/// A plain command (not a script call): its name and arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The command's name.
+    pub name: &'static str,
+    /// Its arguments.
+    pub args: Vec<Vec<u8>>,
+}
+
+/// An invalid-reply error.
+fn invalid(what: impl Into<String>) -> BackendError {
+    BackendError::InvalidReply(what.into())
+}
+
+/// A time or score as Redis reads it: shortest round-trip decimal, `inf`/`-inf` for
+/// infinities. NaN is refused before anything is sent.
+pub fn score(what: &str, value: f64) -> Result<String, BackendError> {
+    if value.is_nan() {
+        return Err(BackendError::Rejected(format!("{what} is NaN, not a time")));
+    }
+    Ok(format!("{value}"))
+}
+
+/// `max` split into budgets of at most [`MAX_BATCH`] (one budget of 0 when `max` is 0).
+pub fn budgets(max: usize) -> Vec<usize> {
+    if max == 0 {
+        return vec![0];
+    }
+    (0..max.div_ceil(MAX_BATCH))
+        .map(|i| (max - i * MAX_BATCH).min(MAX_BATCH))
+        .collect()
+}
+
+/// An integer reply (also a numeric bulk string or a boolean).
+pub fn int(op: &str, reply: &Reply) -> Result<i64, BackendError> {
+    match reply {
+        Reply::Int(n) => Ok(*n),
+        Reply::Bool(b) => Ok(i64::from(*b)),
+        Reply::Bulk(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| invalid(format!("{op}: expected an integer, got a string"))),
+        other => Err(invalid(format!(
+            "{op}: expected an integer, got {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// A non-negative count.
+pub fn count(op: &str, reply: &Reply) -> Result<usize, BackendError> {
+    let n = int(op, reply)?;
+    usize::try_from(n).map_err(|_| invalid(format!("{op}: negative count {n}")))
+}
+
+/// The elements of an array reply.
+pub fn array<'a>(op: &str, reply: &'a Reply) -> Result<&'a [Reply], BackendError> {
+    match reply {
+        Reply::Array(items) => Ok(items),
+        other => Err(invalid(format!(
+            "{op}: expected an array, got {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// An array of 0/1 flags, of exactly `expected` elements.
+pub fn flags(op: &str, reply: &Reply, expected: usize) -> Result<Vec<bool>, BackendError> {
+    let items = array(op, reply)?;
+    if items.len() != expected {
+        return Err(invalid(format!(
+            "{op}: expected {expected} results, got {}",
+            items.len()
+        )));
+    }
+    items
+        .iter()
+        .map(|item| match int(op, item)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => Err(invalid(format!("{op}: expected 0 or 1, got {n}"))),
+        })
+        .collect()
+}
+
+/// Bytes of a string reply, `None` for nil (or RESP3 false). An integer is read as its
+/// digits (a Lua string of digits can come back as one in some client modes).
+pub fn optional_bytes(op: &str, reply: &Reply) -> Result<Option<Vec<u8>>, BackendError> {
+    match reply {
+        Reply::Nil | Reply::Bool(false) => Ok(None),
+        Reply::Bulk(bytes) => Ok(Some(bytes.clone())),
+        Reply::Status(s) => Ok(Some(s.clone().into_bytes())),
+        Reply::Int(n) => Ok(Some(n.to_string().into_bytes())),
+        other => Err(invalid(format!(
+            "{op}: expected a string or nil, got {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// A float sent as a string (a sorted-set score), `None` for nil.
+pub fn optional_score(op: &str, reply: &Reply) -> Result<Option<f64>, BackendError> {
+    if let Reply::Double(d) = reply {
+        return Ok(Some(*d));
+    }
+    match optional_bytes(op, reply)? {
+        None => Ok(None),
+        Some(bytes) => std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{op}: a score that is not a number"))),
+    }
+}
+
+/// The only reply of a single call.
+pub fn one<'a>(op: &str, replies: &'a [Reply]) -> Result<&'a Reply, BackendError> {
+    replies
+        .first()
+        .ok_or_else(|| invalid(format!("{op}: no reply")))
+}
+
+/// The flags of the chunks of a batch of `total` items (chunks of [`MAX_BATCH`]), in
+/// order.
+pub fn parse_flags(op: &str, replies: &[Reply], total: usize) -> Result<Vec<bool>, BackendError> {
+    let sizes = (0..total.div_ceil(MAX_BATCH)).map(|i| (total - i * MAX_BATCH).min(MAX_BATCH));
+    if replies.len() != sizes.len() {
+        return Err(invalid(format!(
+            "{op}: {} replies for {} calls",
+            replies.len(),
+            sizes.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(total);
+    for (reply, size) in replies.iter().zip(sizes) {
+        out.extend(flags(op, reply, size)?);
+    }
+    Ok(out)
+}
+
+/// The sum of the counts the calls answered.
+pub fn parse_sum(op: &str, replies: &[Reply]) -> Result<usize, BackendError> {
+    replies
+        .iter()
+        .try_fold(0, |sum, reply| Ok(sum + count(op, reply)?))
+}
+
+/// Whether a single call answered 1.
+pub fn parse_one_flag(op: &str, replies: &[Reply]) -> Result<bool, BackendError> {
+    Ok(int(op, one(op, replies)?)? == 1)
+}
+
+/// The calls of `push` (none for no jobs); parse with [`parse_flags`].
+pub fn push_calls(keys: &Keys, jobs: &[EncodedJob]) -> Vec<ScriptCall> {
+    jobs.chunks(MAX_BATCH)
+        .map(|chunk| {
+            let mut call =
+                ScriptCall::new(ScriptId::Push, &[&keys.data, &keys.active, &keys.signal]);
+            for job in chunk {
+                call.arg(&job.id).arg(&job.data);
+            }
+            call
+        })
+        .collect()
+}
+
+/// The calls of `schedule` (none for no jobs); parse with [`parse_flags`].
+pub fn schedule_calls(keys: &Keys, jobs: &[ScheduledJob]) -> Result<Vec<ScriptCall>, BackendError> {
+    jobs.chunks(MAX_BATCH)
+        .map(|chunk| {
+            let mut call = ScriptCall::new(
+                ScriptId::Schedule,
+                &[&keys.data, &keys.scheduled, &keys.signal],
+            );
+            for job in chunk {
+                call.arg(&job.job.id)
+                    .arg(score("schedule time", job.at)?)
+                    .arg(&job.job.data);
+            }
+            Ok(call)
+        })
+        .collect()
+}
+
+/// The call of `register`; parse with [`parse_one_flag`].
+pub fn register_calls(
+    keys: &Keys,
+    consumer: &str,
+    now: f64,
+    mode: Registration,
+) -> Result<Vec<ScriptCall>, BackendError> {
+    let mut call = ScriptCall::new(ScriptId::Register, &[&keys.consumers]);
+    call.arg(score("heartbeat time", now)?)
+        .arg(match mode {
+            Registration::Join => "join",
+            Registration::Heartbeat => "heartbeat",
+        })
+        .arg(keys.inflight(consumer));
+    Ok(vec![call])
+}
+
+/// The calls of `enqueue_due` (one per budget); parse with [`parse_enqueue_due`].
+pub fn enqueue_due_calls(
+    keys: &Keys,
+    now: f64,
+    max: usize,
+) -> Result<Vec<ScriptCall>, BackendError> {
+    let now = score("now", now)?;
+    Ok(budgets(max)
+        .into_iter()
+        .map(|budget| {
+            let mut call = ScriptCall::new(
+                ScriptId::EnqueueDue,
+                &[&keys.scheduled, &keys.active, &keys.signal],
+            );
+            call.arg(&now).num(budget);
+            call
+        })
+        .collect())
+}
+
+/// The `{moved, next}` replies of `enqueue_due`: moved summed, next of the last call.
+pub fn parse_enqueue_due(replies: &[Reply]) -> Result<DueReport, BackendError> {
+    let mut report = DueReport::default();
+    for reply in replies {
+        let parts = array("enqueue_due", reply)?;
+        let moved = parts
+            .first()
+            .ok_or_else(|| invalid("enqueue_due: empty reply"))?;
+        report.moved += count("enqueue_due", moved)?;
+        report.next_due = match parts.get(1) {
+            Some(next) => optional_score("enqueue_due", next)?,
+            None => None,
+        };
+    }
+    Ok(report)
+}
+
+/// The calls of `take` by the consumer of in-flight key `inflight` (one per budget);
+/// parse with [`parse_take`].
+pub fn take_calls(keys: &Keys, inflight: &str, max: usize) -> Vec<ScriptCall> {
+    budgets(max)
+        .into_iter()
+        .map(|budget| {
+            let mut call = ScriptCall::new(
+                ScriptId::Take,
+                &[
+                    &keys.active,
+                    inflight,
+                    &keys.data,
+                    &keys.signal,
+                    &keys.consumers,
+                ],
+            );
+            call.num(budget);
+            call
+        })
+        .collect()
+}
+
+/// What `take` answered.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The jobs taken, in order.
+    pub jobs: Vec<TakenJob>,
+    /// The raw IDs of taken jobs that are not UTF-8 (kill them with [`kill_not_utf8_calls`]).
+    pub not_utf8: Vec<Vec<u8>>,
+}
+
+/// The `{id1, data1, ...}` replies of `take`.
+pub fn parse_take(replies: &[Reply]) -> Result<Taken, BackendError> {
+    let mut taken = Taken::default();
+    for reply in replies {
+        let items = array("take", reply)?;
+        if items.len() % 2 != 0 {
+            return Err(invalid("take: an odd number of elements"));
+        }
+        for pair in items.chunks_exact(2) {
+            let [id, data] = pair else {
+                return Err(invalid("take: an odd number of elements"));
+            };
+            let id = optional_bytes("take", id)?.ok_or_else(|| invalid("take: a nil job ID"))?;
+            match String::from_utf8(id) {
+                Ok(id) => taken.jobs.push(TakenJob {
+                    id,
+                    data: optional_bytes("take", data)?,
+                }),
+                Err(e) => taken.not_utf8.push(e.into_bytes()),
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// The call that kills taken jobs whose IDs are not UTF-8 (job IDs are strings, so such a
+/// job could be neither run under its ID nor acked): by their raw bytes, data kept as
+/// stored, at time `now`.
+pub fn kill_not_utf8_calls(
+    keys: &Keys,
+    inflight: &str,
+    ids: &[Vec<u8>],
+    now: f64,
+) -> Vec<ScriptCall> {
+    let mut call = ScriptCall::new(
+        ScriptId::Kill,
+        &[
+            inflight,
+            &keys.dead,
+            &keys.data,
+            &keys.reasons,
+            &keys.orphaned,
+        ],
+    );
+    call.arg(format!("{now}"));
+    for id in ids {
+        call.arg(id).arg("0").arg("").arg(
+            "job ID is not valid UTF-8 (curlyq job IDs are strings); killed when taken, \
+             data kept as stored",
+        );
+    }
+    vec![call]
+}
+
+/// The calls of `ack` (none for no IDs); parse with [`parse_flags`].
+pub fn ack_calls(keys: &Keys, inflight: &str, ids: &[String]) -> Vec<ScriptCall> {
+    ids.chunks(MAX_BATCH)
+        .map(|chunk| {
+            let mut call = ScriptCall::new(ScriptId::Ack, &[inflight, &keys.data, &keys.orphaned]);
+            for id in chunk {
+                call.arg(id);
+            }
+            call
+        })
+        .collect()
+}
+
+/// The calls of `retry` (none for no jobs); parse with [`parse_flags`].
+pub fn retry_calls(
+    keys: &Keys,
+    inflight: &str,
+    jobs: &[RetryJob],
+) -> Result<Vec<ScriptCall>, BackendError> {
+    jobs.chunks(MAX_BATCH)
+        .map(|chunk| {
+            let mut call = ScriptCall::new(
+                ScriptId::Retry,
+                &[inflight, &keys.scheduled, &keys.data, &keys.orphaned],
+            );
+            for job in chunk {
+                call.arg(&job.id)
+                    .arg(score("retry time", job.at)?)
+                    .arg(&job.data);
+            }
+            Ok(call)
+        })
+        .collect()
+}
+
+/// The calls of `kill` (none for no jobs); parse with [`parse_flags`].
+pub fn kill_calls(
+    keys: &Keys,
+    inflight: &str,
+    jobs: &[KillJob],
+    now: f64,
+) -> Result<Vec<ScriptCall>, BackendError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = score("kill time", now)?;
+    Ok(jobs
+        .chunks(MAX_BATCH)
+        .map(|chunk| {
+            let mut call = ScriptCall::new(
+                ScriptId::Kill,
+                &[
+                    inflight,
+                    &keys.dead,
+                    &keys.data,
+                    &keys.reasons,
+                    &keys.orphaned,
+                ],
+            );
+            call.arg(&now);
+            for job in chunk {
+                call.arg(&job.id);
+                match &job.data {
+                    Some(data) => call.arg("1").arg(data),
+                    None => call.arg("0").arg(""),
+                };
+                call.arg(&job.reason);
+            }
+            call
+        })
+        .collect())
+}
+
+/// The calls of `give_back` (none for no IDs); parse with [`parse_sum`].
+pub fn give_back_calls(keys: &Keys, inflight: &str, ids: &[String]) -> Vec<ScriptCall> {
+    ids.chunks(MAX_BATCH)
+        .map(|chunk| {
+            let mut call =
+                ScriptCall::new(ScriptId::GiveBack, &[inflight, &keys.active, &keys.signal]);
+            for id in chunk {
+                call.arg(id);
+            }
+            call
+        })
+        .collect()
+}
+
+/// The calls of `trim_dead` (none when `max_jobs` is 0); parse with [`parse_sum`].
+pub fn trim_dead_calls(keys: &Keys, trim: DeadTrim) -> Result<Vec<ScriptCall>, BackendError> {
+    if trim.max_jobs == 0 {
+        return Ok(Vec::new());
+    }
+    let killed_before = score("killed_before", trim.killed_before)?;
+    Ok(budgets(trim.max_jobs)
+        .into_iter()
+        .map(|budget| {
+            let mut call = ScriptCall::new(
+                ScriptId::TrimDead,
+                &[&keys.dead, &keys.data, &keys.reasons, &keys.orphaned],
+            );
+            call.arg(&killed_before).num(trim.keep_at_most).num(budget);
+            call
+        })
+        .collect())
+}
+
+/// The call of `unregister`; parse with [`parse_one_flag`].
+pub fn unregister_calls(keys: &Keys, inflight: &str) -> Vec<ScriptCall> {
+    vec![ScriptCall::new(
+        ScriptId::Unregister,
+        &[&keys.consumers, inflight],
+    )]
+}
+
+/// How many expired consumers one orphan-sweep script call visits.
+pub const CONSUMERS_PER_SWEEP_CALL: usize = 100;
+
+/// A bound on the rounds of one orphan sweep (each round moves a job or removes a
+/// consumer, so this is only a guard against a store that changes under us forever).
+pub const MAX_SWEEP_ROUNDS: usize = 10_000;
+
+/// The orphan sweep, in two steps per round: [`list`](Self::list) the expired consumers
+/// (oldest first), then send [`call`](Self::call) with their in-flight keys (the script
+/// re-checks each one's score), and [`record`](Self::record) its reply. At most
+/// [`MAX_SWEEP_ROUNDS`] rounds.
+#[derive(Debug)]
+pub struct OrphanSweeper {
+    keys: Keys,
+    expired_before: String,
+    now: String,
+    max_orphan_requeues: u32,
+    left: usize,
+    report: OrphanReport,
+}
+
+impl OrphanSweeper {
+    /// A sweep of the queue of `keys`.
+    pub fn new(keys: Keys, sweep: OrphanSweep) -> Result<Self, BackendError> {
+        Ok(OrphanSweeper {
+            expired_before: score("expired_before", sweep.expired_before)?,
+            now: score("now", sweep.now)?,
+            keys,
+            max_orphan_requeues: sweep.max_orphan_requeues,
+            left: sweep.max_jobs,
+            report: OrphanReport::default(),
+        })
+    }
+
+    /// Step 1: the command listing the expired consumers, oldest first.
+    pub fn list(&self) -> Command {
+        Command {
+            name: "ZRANGEBYSCORE",
+            args: [
+                self.keys.consumers.as_str(),
+                "-inf",
+                &self.expired_before,
+                "LIMIT",
+                "0",
+                &CONSUMERS_PER_SWEEP_CALL.to_string(),
+            ]
+            .iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect(),
+        }
+    }
+
+    /// The in-flight keys the listing answered (none for nil).
+    pub fn members(listed: &Reply) -> Result<Vec<Vec<u8>>, BackendError> {
+        if *listed == Reply::Nil {
+            return Ok(Vec::new());
+        }
+        array("requeue_orphans", listed)?
+            .iter()
+            .map(|member| {
+                optional_bytes("requeue_orphans", member)?
+                    .ok_or_else(|| invalid("requeue_orphans: a nil consumer"))
+            })
+            .collect()
+    }
+
+    /// Step 2: the script call visiting `members`, with every in-flight key declared.
+    pub fn call(&self, members: Vec<Vec<u8>>) -> ScriptCall {
+        let keys = &self.keys;
+        let mut call = ScriptCall::new(
+            ScriptId::RequeueOrphans,
+            &[
+                &keys.consumers,
+                &keys.active,
+                &keys.dead,
+                &keys.reasons,
+                &keys.orphaned,
+                &keys.signal,
+            ],
+        );
+        call.keys.extend(members);
+        call.arg(&self.expired_before)
+            .num(self.left.min(MAX_BATCH))
+            .num(self.max_orphan_requeues)
+            .arg(&self.now);
+        call
+    }
+
+    /// Adds the `{requeued, killed, removed}` reply of a step 2 to the report; returns
+    /// whether another round may find more.
+    pub fn record(&mut self, replies: &[Reply]) -> Result<bool, BackendError> {
+        let parts = array("requeue_orphans", one("requeue_orphans", replies)?)?;
+        let [requeued, killed, removed] = parts else {
+            return Err(invalid("requeue_orphans: expected three counts"));
+        };
+        let requeued = count("requeue_orphans", requeued)?;
+        let killed = count("requeue_orphans", killed)?;
+        let removed = count("requeue_orphans", removed)?;
+        self.report.requeued += requeued;
+        self.report.killed += killed;
+        self.report.consumers_removed += removed;
+        let moved = requeued + killed;
+        self.left = self.left.saturating_sub(moved);
+        Ok(!(removed == 0 && (moved == 0 || self.left == 0)))
+    }
+
+    /// What the sweep did so far.
+    pub fn report(&self) -> OrphanReport {
+        self.report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_split_at_max_batch() {
+        assert_eq!(budgets(0), vec![0]);
+        assert_eq!(budgets(1), vec![1]);
+        assert_eq!(budgets(MAX_BATCH), vec![MAX_BATCH]);
+        assert_eq!(budgets(2 * MAX_BATCH + 5), vec![MAX_BATCH, MAX_BATCH, 5]);
+    }
+
+    #[test]
+    fn scores_round_trip_and_refuse_nan() {
+        assert_eq!(score("t", 1.5).ok().as_deref(), Some("1.5"));
+        assert_eq!(score("t", f64::INFINITY).ok().as_deref(), Some("inf"));
+        assert!(matches!(
+            score("t", f64::NAN),
+            Err(BackendError::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn script_ids_follow_all() {
+        for (i, id) in ScriptId::ALL.iter().enumerate() {
+            assert_eq!(crate::ALL.get(i).map(|(_, s)| *s), Some(id.source()));
+            assert_eq!(*id as usize, i);
+        }
+    }
+
+    #[test]
+    fn take_keeps_ids_that_are_not_utf8_apart() {
+        let reply = Reply::Array(vec![
+            Reply::Bulk(b"a".to_vec()),
+            Reply::Bulk(b"x".to_vec()),
+            Reply::Bulk(vec![0xff]),
+            Reply::Nil,
+        ]);
+        let taken = parse_take(&[reply]).map_err(|e| e.to_string());
+        let taken = taken.as_ref().map(|t| (t.jobs.len(), t.not_utf8.clone()));
+        assert_eq!(taken, Ok((1, vec![vec![0xff]])));
+    }
+}
