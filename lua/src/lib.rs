@@ -22,9 +22,9 @@
 
 pub mod calls;
 
-/// Most jobs (or IDs) a caller passes to one script call (equal to
-/// `curlyq_core::MAX_BATCH`).
-pub const MAX_JOBS_PER_CALL: usize = 1000;
+/// Most jobs (or IDs) a caller passes to one script call: the core's batch size, which
+/// the builders in [`calls`] chunk by.
+pub const MAX_JOBS_PER_CALL: usize = curlyq_core::MAX_BATCH;
 
 /// The helpers every script starts with: `curlyq_check` (type checks before any write),
 /// `curlyq_chunked` (a command over a long list in slices of 500) and `curlyq_signal`
