@@ -57,19 +57,19 @@ impl fmt::Display for QueueName {
 }
 
 /// A consumer's identity (a random UUIDv4). A consumer that finds it was reaped takes a
-/// fresh one.
+/// fresh one. Cloning is cheap (the ID is shared, not copied).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConsumerId(String);
+pub struct ConsumerId(std::sync::Arc<str>);
 
 impl ConsumerId {
     /// A fresh random ID.
     pub fn random() -> Self {
-        ConsumerId(uuid::Uuid::new_v4().to_string())
+        ConsumerId(uuid::Uuid::new_v4().to_string().into())
     }
 
     /// Wraps an existing ID (tests and tools).
     pub fn from_string(id: impl Into<String>) -> Self {
-        ConsumerId(id.into())
+        ConsumerId(id.into().into())
     }
 
     /// The ID as a string.
@@ -391,4 +391,12 @@ pub trait QueueBackend: Send + Sync + 'static {
         queue: &QueueName,
         consumer: &ConsumerId,
     ) -> Result<bool, BackendError>;
+
+    /// Looks for store settings that put jobs at risk, such as a Redis eviction policy
+    /// other than `noeviction` (Redis may then delete queue keys when memory runs
+    /// short). Returns one warning per risk, each saying what to change; consumers log
+    /// them when they start. The default finds none.
+    async fn settings_warnings(&self) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
 }

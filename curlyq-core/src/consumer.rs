@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use event_listener::Event;
+use futures::channel::oneshot;
 use futures::future::{AbortHandle, Abortable};
 use futures::FutureExt;
 use tracing::{debug, error, info, info_span, warn, Instrument};
@@ -321,6 +322,41 @@ enum Outcome {
     Kill(KillJob),
 }
 
+impl Outcome {
+    fn kind(&self) -> OutcomeKind {
+        match self {
+            Outcome::Ack(_) => OutcomeKind::Ack,
+            Outcome::Retry(_) => OutcomeKind::Retry,
+            Outcome::Kill(_) => OutcomeKind::Kill,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OutcomeKind {
+    Ack,
+    Retry,
+    Kill,
+}
+
+/// An outcome waiting for the flusher, and the worker to tell once it is recorded.
+struct Submitted {
+    consumer: ConsumerId,
+    outcome: Outcome,
+    /// Dropped (never sent) when the outcome could not be recorded.
+    recorded: oneshot::Sender<()>,
+}
+
+/// Outcomes of one kind for one consumer ID: one backend call.
+struct OutcomeGroup {
+    consumer: ConsumerId,
+    kind: OutcomeKind,
+    members: Vec<Submitted>,
+}
+
+/// At most this many outcomes go into one flush (one call per kind and consumer ID).
+const OUTCOME_BATCH: usize = 512;
+
 /// The state of one `run`.
 struct Live {
     shared: Arc<Shared>,
@@ -335,7 +371,12 @@ struct Live {
     aborted: Flag,
     tx: Sender<Delivery>,
     rx: Receiver<Delivery>,
+    /// Handlers waiting for a job: the poller may take that many beyond the buffer.
+    idle: AtomicUsize,
     space: Event,
+    /// Finished jobs' outcomes, recorded by the flusher in batches.
+    outcomes_tx: Sender<Submitted>,
+    outcomes_rx: Receiver<Submitted>,
     /// Notified when the poller sees the signal: a newly scheduled job may be due
     /// sooner than the scheduler's next wake-up.
     nudge: Event,
@@ -344,6 +385,7 @@ struct Live {
     next_token: AtomicU64,
     loops: Arc<TaskCount>,
     workers: Arc<TaskCount>,
+    flusher: Arc<TaskCount>,
     heartbeat: Arc<TaskCount>,
 }
 
@@ -401,7 +443,12 @@ impl LoopBackoff {
 
 impl Live {
     fn new(shared: Arc<Shared>) -> Arc<Self> {
-        let (tx, rx) = async_channel::bounded(shared.opts.poller_buffer_size);
+        // Room for the buffer plus one job per idle handler (see `poller_loop`).
+        let (tx, rx) = async_channel::bounded(
+            shared.opts.poller_buffer_size + shared.opts.processor_concurrency,
+        );
+        // Each handler has at most one outcome waiting, so this is bounded too.
+        let (outcomes_tx, outcomes_rx) = async_channel::unbounded();
         Arc::new(Live {
             shared,
             id: Mutex::new(ConsumerId::random()),
@@ -412,13 +459,17 @@ impl Live {
             aborted: Flag::default(),
             tx,
             rx,
+            idle: AtomicUsize::new(0),
             space: Event::new(),
+            outcomes_tx,
+            outcomes_rx,
             nudge: Event::new(),
             leftovers: Mutex::new(Vec::new()),
             running: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(0),
             loops: Arc::default(),
             workers: Arc::default(),
+            flusher: Arc::default(),
             heartbeat: Arc::default(),
         })
     }
@@ -471,10 +522,21 @@ impl Live {
             .await
             .map_err(ConsumeError::Startup)?;
         info!(queue = %self.queue(), consumer = %id, "curlyq consumer started");
+        match self.backend().settings_warnings().await {
+            Ok(warnings) => {
+                for warning in warnings {
+                    warn!(queue = %self.queue(), "curlyq: {warning}");
+                }
+            }
+            // Reading settings may be refused (an ACL without INFO); that is no reason
+            // not to run.
+            Err(e) => debug!(error = %e, "curlyq could not read the store's settings"),
+        }
         self.spawn(&self.heartbeat, self.clone().heartbeat_loop());
         self.spawn(&self.loops, self.clone().scheduler_loop());
         self.spawn(&self.loops, self.clone().custodian_loop());
         self.spawn(&self.loops, self.clone().poller_loop());
+        self.spawn(&self.flusher, self.clone().flusher_loop());
         for _ in 0..self.opts().processor_concurrency {
             self.spawn(&self.workers, self.clone().worker(handler.clone()));
         }
@@ -506,6 +568,9 @@ impl Live {
                 }
             }
         }
+        // Every worker waited for its outcome, so the flusher has nothing left to do.
+        self.outcomes_tx.close();
+        self.flusher.idle().await;
         self.give_back_unstarted().await;
         self.handlers_done.set();
         self.heartbeat.idle().await;
@@ -696,7 +761,11 @@ impl Live {
 
     async fn poller_loop(self: Arc<Self>) {
         let o = self.opts();
-        let capacity = o.poller_buffer_size;
+        let buffer = o.poller_buffer_size;
+        // Jobs held are those buffered (`tx.len()`) plus those running (concurrency minus
+        // idle handlers); keeping that at most `buffer + concurrency` leaves room for
+        // `buffer + idle - buffered`, so one take fills every idle handler at once.
+        let room = || (buffer + self.idle.load(Ordering::Acquire)).saturating_sub(self.tx.len());
         let mut bo = LoopBackoff::new(
             LoopName::Poller,
             o.poller_max_attempts,
@@ -704,10 +773,10 @@ impl Live {
         );
         let mut waiter: Option<Box<dyn Waiter>> = None;
         while !self.stopping.is_set() {
-            let free = capacity.saturating_sub(self.tx.len());
+            let free = room();
             if free == 0 {
                 let listener = self.space.listen();
-                if capacity.saturating_sub(self.tx.len()) == 0 {
+                if room() == 0 {
                     until(self.stopping.wait(), listener).await;
                 }
                 continue;
@@ -824,11 +893,15 @@ impl Live {
 
     async fn worker(self: Arc<Self>, handler: DynHandler) {
         loop {
-            let delivery = match until(self.stopping.wait(), self.rx.recv()).await {
+            // An idle handler is room for one more job: tell the poller.
+            self.idle.fetch_add(1, Ordering::AcqRel);
+            self.space.notify(1);
+            let received = until(self.stopping.wait(), self.rx.recv()).await;
+            self.idle.fetch_sub(1, Ordering::AcqRel);
+            let delivery = match received {
                 Some(Ok(d)) => d,
                 _ => return,
             };
-            self.space.notify(1);
             if self.stopping.is_set() {
                 lock(&self.leftovers).push(delivery);
                 return;
@@ -891,13 +964,26 @@ impl Live {
         };
         let span =
             info_span!("job", queue = %self.queue(), job_id = %job.id, attempt = job.attempt);
-        let outcome = run_handler(handler, job.clone())
-            .instrument(span.clone())
-            .await;
+        // The handler gets the job itself; a failure is rare, so rather than a copy the
+        // stored bytes are kept and decoded again for the retry.
+        let id = job.id.clone();
+        let outcome = run_handler(handler, job).instrument(span.clone()).await;
         let outcome = match outcome {
-            Ok(()) => Outcome::Ack(job.id),
+            Ok(()) => Outcome::Ack(id),
             Err(reason) => {
-                let mut next = job;
+                let mut next = match data.as_deref().map(Job::decode) {
+                    Some(Ok(job)) => job,
+                    // Decoded once already, so this cannot happen; kill rather than panic.
+                    _ => {
+                        let kill = KillJob {
+                            id,
+                            data: None,
+                            reason,
+                        };
+                        return self.finish(&consumer, Outcome::Kill(kill)).await;
+                    }
+                };
+                next.id = id;
                 let attempt = next.attempt;
                 next.attempt = attempt.saturating_add(1);
                 if attempt < self.opts().job_max_attempts {
@@ -923,75 +1009,159 @@ impl Live {
         self.finish(&consumer, outcome).instrument(span).await;
     }
 
-    /// Records a job's outcome, retrying with backoff (each operation is idempotent:
-    /// it acts only if the job is still owned).
+    /// Hands a job's outcome to the flusher and waits until it is recorded (or given
+    /// up after a fatal error), so that a handler slot stays taken until then.
     async fn finish(&self, consumer: &ConsumerId, outcome: Outcome) {
+        let (recorded, done) = oneshot::channel();
+        let submitted = Submitted {
+            consumer: consumer.clone(),
+            outcome,
+            recorded,
+        };
+        // The channel closes only once every worker has returned.
+        if self.outcomes_tx.send(submitted).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    // ----- flusher (the processor's outcome recording) -----
+
+    /// Records outcomes in batches: whatever finished while the previous batch was being
+    /// written goes in the next one (a group commit). Nothing waits for a timer, so a
+    /// lone outcome is written at once; under load a flush carries many.
+    async fn flusher_loop(self: Arc<Self>) {
         let o = self.opts();
         let mut bo = LoopBackoff::new(
             LoopName::Processor,
             o.processor_max_attempts,
             o.processor_max_backoff,
         );
-        let stats = &self.shared.stats;
-        loop {
-            let (result, counter) = match &outcome {
-                Outcome::Ack(id) => (
-                    self.backend()
-                        .ack(self.queue(), consumer, std::slice::from_ref(id))
-                        .await,
-                    &stats.succeeded,
-                ),
-                Outcome::Retry(job) => (
-                    self.backend()
-                        .retry(self.queue(), consumer, std::slice::from_ref(job))
-                        .await,
-                    &stats.retried,
-                ),
-                Outcome::Kill(job) => (
-                    self.backend()
-                        .kill(
-                            self.queue(),
-                            consumer,
-                            std::slice::from_ref(job),
-                            self.now(),
-                        )
-                        .await,
-                    &stats.killed,
-                ),
-            };
-            match result {
-                Ok(owned) => {
-                    if owned.first().copied().unwrap_or(false) {
-                        bump(counter, 1);
-                        if matches!(outcome, Outcome::Retry(_)) {
-                            // The retry may be due before the scheduler's next wake-up.
-                            self.nudge.notify(1);
-                        }
-                    } else {
-                        bump(&stats.not_owned, 1);
-                        warn!(queue = %self.queue(), consumer = %consumer,
-                            "curlyq job outcome ignored: the job is no longer owned by this consumer (it was reaped; the job may run again)");
-                    }
-                    return;
+        while let Ok(first) = self.outcomes_rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < OUTCOME_BATCH {
+                match self.outcomes_rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
                 }
-                Err(e) => {
-                    let delay = match bo.failed(e) {
-                        Ok(d) => d,
-                        Err(fatal) => return self.abort(fatal),
-                    };
-                    // After a fatal error elsewhere the consumer is going away: stop
-                    // retrying and leave the job in flight. It is not lost: once this
-                    // consumer's heartbeat expires a custodian requeues it.
-                    if until(self.aborted.wait(), self.sleep(delay))
-                        .await
-                        .is_none()
-                    {
-                        warn!(queue = %self.queue(), consumer = %consumer,
-                            "curlyq consumer stopping after a fatal error; a job outcome was not recorded and the job will run again");
-                        return;
+            }
+            self.flush(batch, &mut bo).await;
+        }
+    }
+
+    /// Writes one batch: one call per kind and consumer ID, concurrently, each retried
+    /// with backoff (every operation is idempotent: it acts only on jobs still owned).
+    async fn flush(&self, batch: Vec<Submitted>, bo: &mut LoopBackoff) {
+        let mut groups: Vec<OutcomeGroup> = Vec::new();
+        for s in batch {
+            let kind = s.outcome.kind();
+            match groups
+                .iter_mut()
+                .find(|g| g.kind == kind && g.consumer == s.consumer)
+            {
+                Some(g) => g.members.push(s),
+                None => groups.push(OutcomeGroup {
+                    consumer: s.consumer.clone(),
+                    kind,
+                    members: vec![s],
+                }),
+            }
+        }
+        loop {
+            let results = futures::future::join_all(groups.iter().map(|g| self.record(g))).await;
+            let mut failed = Vec::new();
+            let mut error = None;
+            for (group, result) in groups.into_iter().zip(results) {
+                match result {
+                    Ok(owned) => self.recorded(group, &owned),
+                    Err(e) => {
+                        failed.push(group);
+                        error = Some(e);
                     }
                 }
             }
+            let Some(err) = error else {
+                bo.ok();
+                return;
+            };
+            groups = failed;
+            let delay = match bo.failed(err) {
+                Ok(d) => d,
+                Err(fatal) => return self.abort(fatal),
+            };
+            // After a fatal error elsewhere the consumer is going away: stop retrying
+            // and leave the jobs in flight. They are not lost: once this consumer's
+            // heartbeat expires a custodian requeues them.
+            if until(self.aborted.wait(), self.sleep(delay))
+                .await
+                .is_none()
+            {
+                let jobs: usize = groups.iter().map(|g| g.members.len()).sum();
+                warn!(queue = %self.queue(), jobs,
+                    "curlyq consumer stopping after a fatal error; job outcomes were not recorded and the jobs will run again");
+                return;
+            }
+        }
+    }
+
+    /// One backend call for a group; per member, whether the job was still owned.
+    async fn record(&self, g: &OutcomeGroup) -> Result<Vec<bool>, BackendError> {
+        let (queue, consumer) = (self.queue(), &g.consumer);
+        let members = g.members.iter().map(|m| &m.outcome);
+        match g.kind {
+            OutcomeKind::Ack => {
+                let ids: Vec<String> = members
+                    .filter_map(|o| match o {
+                        Outcome::Ack(id) => Some(id.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.backend().ack(queue, consumer, &ids).await
+            }
+            OutcomeKind::Retry => {
+                let jobs: Vec<RetryJob> = members
+                    .filter_map(|o| match o {
+                        Outcome::Retry(job) => Some(job.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.backend().retry(queue, consumer, &jobs).await
+            }
+            OutcomeKind::Kill => {
+                let jobs: Vec<KillJob> = members
+                    .filter_map(|o| match o {
+                        Outcome::Kill(job) => Some(job.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.backend()
+                    .kill(queue, consumer, &jobs, self.now())
+                    .await
+            }
+        }
+    }
+
+    /// Counts a recorded group and releases its workers.
+    fn recorded(&self, group: OutcomeGroup, owned: &[bool]) {
+        let stats = &self.shared.stats;
+        let counter = match group.kind {
+            OutcomeKind::Ack => &stats.succeeded,
+            OutcomeKind::Retry => &stats.retried,
+            OutcomeKind::Kill => &stats.killed,
+        };
+        let n = group.members.len();
+        let mine = owned.iter().take(n).filter(|o| **o).count();
+        bump(counter, mine as u64);
+        if mine < n {
+            bump(&stats.not_owned, (n - mine) as u64);
+            warn!(queue = %self.queue(), consumer = %group.consumer, jobs = n - mine,
+                "curlyq job outcome ignored: the job is no longer owned by this consumer (it was reaped; the job may run again)");
+        }
+        if group.kind == OutcomeKind::Retry && mine > 0 {
+            // A retry may be due before the scheduler's next wake-up.
+            self.nudge.notify(1);
+        }
+        for m in group.members {
+            let _ = m.recorded.send(());
         }
     }
 }

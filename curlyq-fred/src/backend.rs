@@ -625,6 +625,10 @@ impl QueueBackend for FredBackend {
         bridged(self.read_all(queue)).await
     }
 
+    async fn settings_warnings(&self) -> Result<Vec<String>, BackendError> {
+        bridged(self.read_settings()).await
+    }
+
     async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
         let keys = Keys::new(queue.as_str());
         let replies = self
@@ -701,6 +705,19 @@ impl FredBackend {
     /// The snapshot: the consumers name the in-flight sets to read, then one `MULTI`
     /// reads everything (the consumers again included) at one instant. A consumer that
     /// joined between the two reads is listed with an empty in-flight set.
+    /// Reads `INFO memory` for [`QueueBackend::settings_warnings`].
+    async fn read_settings(&self) -> Result<Vec<String>, BackendError> {
+        let info = self
+            .command(self.pick(), "INFO", vec!["memory".into()])
+            .await?;
+        let text = match info {
+            Value::String(text) => text.to_string(),
+            Value::Bytes(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            other => return Err(invalid(format!("INFO memory replied {other:?}"))),
+        };
+        Ok(calls::settings_warnings(&text))
+    }
+
     async fn read_all(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
         let keys = Keys::new(queue.as_str());
         let client = self.pick();

@@ -364,3 +364,24 @@ async fn a_non_utf8_id_is_killed_when_taken() {
         .unwrap();
     assert!(String::from_utf8_lossy(&reason).contains("UTF-8"));
 }
+
+/// An eviction policy other than `noeviction` is reported (consumers log it at start).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_evicting_policy_is_a_settings_warning() {
+    let (server, backend, _) = setup().await;
+    raw(
+        &server,
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    );
+    assert_eq!(
+        backend.settings_warnings().await.unwrap(),
+        Vec::<String>::new()
+    );
+    raw(
+        &server,
+        &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"],
+    );
+    let warnings = backend.settings_warnings().await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("allkeys-lru") && warnings[0].contains("noeviction"));
+}

@@ -571,6 +571,18 @@ impl QueueBackend for RedisBackend {
             .await?;
         calls::parse_one_flag("unregister", &replies)
     }
+    async fn settings_warnings(&self) -> Result<Vec<String>, BackendError> {
+        let mut conn = self.conn.clone();
+        let mut info = redis::cmd("INFO");
+        info.arg("memory");
+        let text = match self.command(&mut conn, &info).await? {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            other => return Err(invalid(format!("INFO memory replied {other:?}"))),
+        };
+        Ok(calls::settings_warnings(&text))
+    }
+
     async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
         let keys = Keys::new(queue.as_str());
         let mut conn = self.conn.clone();

@@ -286,3 +286,23 @@ async fn recovers_after_a_restart() {
     }
     assert_eq!(last, Some(vec![true]));
 }
+
+/// An eviction policy other than `noeviction` is reported (consumers log it at start).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_evicting_policy_is_a_settings_warning() {
+    let server = RedisServer::start().unwrap();
+    let backend = RedisBackend::connect(&server.url()).await.unwrap();
+    server
+        .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .unwrap();
+    assert_eq!(
+        backend.settings_warnings().await.unwrap(),
+        Vec::<String>::new()
+    );
+    server
+        .command(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"])
+        .unwrap();
+    let warnings = backend.settings_warnings().await.unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("volatile-lru") && warnings[0].contains("noeviction"));
+}

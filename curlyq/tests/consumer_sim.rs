@@ -12,7 +12,7 @@ use curlyq::{
     backoff_bounds, BoxError, ConfigError, ConsumeError, Consumer, ConsumerId, Job, LoopName,
     ProduceError, Registration,
 };
-use curlyq_testkit::{Operation, QueueSnapshot};
+use curlyq_testkit::{ManualRuntime, Operation, QueueSnapshot};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -833,4 +833,118 @@ async fn an_oversized_payload_is_refused_and_nothing_is_written() {
     assert_eq!(outcomes[2].as_deref().unwrap(), "b");
     assert_eq!(sim.snapshot().active, ["a".to_string(), "b".to_string()]);
     assert_eq!(curlyq::DEFAULT_MAX_PAYLOAD, 16 * 1024 * 1024);
+}
+
+/// Outcomes are written in batches: jobs that finish together share one ack call (a
+/// group commit), and a lone job's ack waits for no timer (the clock does not move).
+#[tokio::test]
+async fn outcomes_that_finish_together_share_one_backend_call_and_none_waits_for_a_timer() {
+    let sim = Sim::new();
+    for i in 0..20 {
+        sim.producer
+            .perform(Job::new(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let consumer = sim
+        .builder()
+        .concurrency(20)
+        .poller_buffer_size(1)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |_| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.expect("open").forget();
+            Ok(())
+        }
+    });
+    let mut running = start(consumer, handler);
+    for _ in 0..20 {
+        sim.next_event(&mut rx, MS, SEC).await;
+    }
+    let acks_before = sim.backend.calls(Operation::Ack);
+    assert_eq!(acks_before, 0, "no job finished yet");
+    // All twenty finish at once; without moving the clock every ack lands.
+    let started = sim.now();
+    gate.add_permits(20);
+    for _ in 0..100 {
+        ManualRuntime::settle().await;
+        if sim.snapshot().data.is_empty() {
+            break;
+        }
+    }
+    assert!(sim.snapshot().data.is_empty(), "{:#?}", sim.snapshot());
+    assert_eq!(sim.now(), started, "no timer was needed to record them");
+    let acks = sim.backend.calls(Operation::Ack);
+    assert!(
+        (1..=4).contains(&acks),
+        "20 outcomes took {acks} ack calls, not one each"
+    );
+    assert_eq!(running.consumer.stats().succeeded, 20);
+
+    // A lone job afterwards is acked at once too.
+    sim.producer.perform(Job::new("alone")).await.unwrap();
+    gate.add_permits(1);
+    sim.next_event(&mut rx, MS, 10 * SEC).await;
+    let moved_to = sim.now();
+    for _ in 0..100 {
+        ManualRuntime::settle().await;
+        if sim.snapshot().data.is_empty() {
+            break;
+        }
+    }
+    assert!(sim.snapshot().data.is_empty(), "the lone job was acked");
+    assert_eq!(sim.now(), moved_to, "without waiting for a timer");
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
+
+/// One take fills every idle handler (and the buffer) at once: 16 idle handlers and a
+/// buffer of 1 take 17 jobs in one call, and never hold more than that.
+#[tokio::test]
+async fn one_take_fills_every_idle_handler_and_the_buffer() {
+    let sim = Sim::new();
+    for i in 0..40 {
+        sim.producer
+            .perform(Job::new(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let consumer = sim
+        .builder()
+        .concurrency(16)
+        .poller_buffer_size(1)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |_| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.expect("open").forget();
+            Ok(())
+        }
+    });
+    let mut running = start(consumer, handler);
+    for _ in 0..16 {
+        sim.next_event(&mut rx, MS, SEC).await;
+    }
+    sim.rt.advance_and_settle(10 * SEC).await;
+    let snap = sim.snapshot();
+    assert_eq!(snap.all_inflight().len(), 17, "16 running + 1 buffered");
+    assert_eq!(snap.active.len(), 23);
+    assert!(
+        sim.backend.calls(Operation::Take) <= 3,
+        "17 jobs took {} take calls",
+        sim.backend.calls(Operation::Take)
+    );
+    gate.add_permits(100);
+    sim.until("all acked", MS, 10 * SEC, |s| s.data.is_empty())
+        .await;
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+    assert_eq!(sim.snapshot().consumers.len(), 0);
 }

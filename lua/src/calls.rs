@@ -702,9 +702,40 @@ impl OrphanSweeper {
     }
 }
 
+/// The settings warnings of a Redis server, read from its `INFO memory` text: an
+/// eviction policy other than `noeviction` lets Redis delete queue keys (jobs, in-flight
+/// sets) when it reaches `maxmemory`, losing jobs without an error.
+pub fn settings_warnings(info_memory: &str) -> Vec<String> {
+    let policy = info_memory
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("maxmemory_policy:"));
+    match policy {
+        Some(policy) if policy != "noeviction" => vec![format!(
+            "Redis maxmemory-policy is {policy}: when memory runs short Redis may evict \
+             queue keys and lose jobs; set `maxmemory-policy noeviction` (pushes then \
+             fail with an OOM error instead)"
+        )],
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_evicting_policy_is_a_warning() {
+        let info = "# Memory\r\nused_memory:1\r\nmaxmemory_policy:allkeys-lru\r\n";
+        let warnings = settings_warnings(info);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("allkeys-lru"), "{warnings:?}");
+        assert!(warnings[0].contains("noeviction"), "{warnings:?}");
+        assert!(settings_warnings("maxmemory_policy:noeviction\r\n").is_empty());
+        assert!(
+            settings_warnings("").is_empty(),
+            "no policy line: nothing to say"
+        );
+    }
 
     #[test]
     fn budgets_split_at_max_batch() {
