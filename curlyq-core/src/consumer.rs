@@ -309,9 +309,40 @@ impl Consumer {
     }
 }
 
+/// A consumer ID this process has taken jobs under, and how many of those it still
+/// holds (taken, outcome not yet recorded or given up).
+struct Holder {
+    id: ConsumerId,
+    held: AtomicUsize,
+}
+
+impl Holder {
+    fn new(id: ConsumerId) -> Arc<Self> {
+        Arc::new(Holder {
+            id,
+            held: AtomicUsize::new(0),
+        })
+    }
+}
+
+/// One taken job's share of its holder's count, released when dropped.
+struct Lease(Arc<Holder>);
+
+impl Lease {
+    fn consumer(&self) -> &ConsumerId {
+        &self.0.id
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A taken job and the consumer ID it was taken under (acks go to that ID's set).
 struct Delivery {
-    consumer: ConsumerId,
+    lease: Lease,
     taken: TakenJob,
 }
 
@@ -352,6 +383,8 @@ struct OutcomeGroup {
     consumer: ConsumerId,
     kind: OutcomeKind,
     members: Vec<Submitted>,
+    /// An earlier attempt failed: it may have landed with its reply lost.
+    resent: bool,
 }
 
 /// At most this many outcomes go into one flush (one call per kind and consumer ID).
@@ -360,7 +393,11 @@ const OUTCOME_BATCH: usize = 512;
 /// The state of one `run`.
 struct Live {
     shared: Arc<Shared>,
-    id: Mutex<ConsumerId>,
+    /// The current consumer ID.
+    holder: Mutex<Arc<Holder>>,
+    /// Former IDs retired after a take whose outcome is unknown: heartbeated while this
+    /// process still holds jobs under them, then left to expire.
+    retired: Mutex<Vec<Arc<Holder>>>,
     rejoin: futures::lock::Mutex<()>,
     /// Set when shutdown begins (or a loop aborts): stop taking jobs.
     stopping: Flag,
@@ -451,7 +488,8 @@ impl Live {
         let (outcomes_tx, outcomes_rx) = async_channel::unbounded();
         Arc::new(Live {
             shared,
-            id: Mutex::new(ConsumerId::random()),
+            holder: Mutex::new(Holder::new(ConsumerId::random())),
+            retired: Mutex::new(Vec::new()),
             rejoin: futures::lock::Mutex::new(()),
             stopping: Flag::default(),
             handlers_done: Flag::default(),
@@ -495,7 +533,11 @@ impl Live {
     }
 
     fn current(&self) -> ConsumerId {
-        lock(&self.id).clone()
+        lock(&self.holder).id.clone()
+    }
+
+    fn holder(&self) -> Arc<Holder> {
+        lock(&self.holder).clone()
     }
 
     fn spawn(&self, count: &Arc<TaskCount>, task: impl Future<Output = ()> + Send + 'static) {
@@ -580,6 +622,9 @@ impl Live {
             Ok(removed) => debug!(consumer = %id, removed, "curlyq consumer unregistered"),
             Err(e) => debug!(consumer = %id, error = %e, "curlyq unregister failed"),
         }
+        // Nothing is held any more: retired IDs are unregistered, or left to expire when
+        // a lost take left jobs under them.
+        self.tend_retired().await;
         info!(queue = %self.queue(), "curlyq consumer stopped");
         if let Some(err) = lock(&self.abort).take() {
             return Err(err);
@@ -603,9 +648,62 @@ impl Live {
         warn!(queue = %self.queue(), old = %stale, new = %fresh,
             "curlyq consumer was reaped (missed heartbeats); rejoined under a new ID. \
              Jobs it was running may run again elsewhere; their outcomes are ignored");
-        *lock(&self.id) = fresh;
+        *lock(&self.holder) = Holder::new(fresh);
         bump(&self.shared.stats.rejoined, 1);
         Ok(())
+    }
+
+    /// Continues under a fresh consumer ID after a take whose outcome is unknown (its
+    /// reply was lost: a timeout, a dropped connection). That take may have moved jobs
+    /// into the current ID's in-flight set without this process seeing them; as long
+    /// as the ID heartbeats, no custodian would give them back. The old ID is
+    /// heartbeated only while this process still holds jobs taken under it, then left
+    /// to expire, and a custodian requeues whatever the lost take moved.
+    async fn retire_current(&self) -> Result<(), BackendError> {
+        let _serial = self.rejoin.lock().await;
+        let fresh = ConsumerId::random();
+        self.backend()
+            .register(self.queue(), &fresh, self.now(), Registration::Join)
+            .await?;
+        let old = std::mem::replace(&mut *lock(&self.holder), Holder::new(fresh.clone()));
+        warn!(queue = %self.queue(), old = %old.id, new = %fresh,
+            "curlyq take's outcome is unknown (its reply was lost); continuing under a new \
+             consumer ID. Jobs that take may have moved come back once the old ID expires");
+        lock(&self.retired).push(old);
+        Ok(())
+    }
+
+    /// Heartbeats the retired IDs that still hold jobs of this process; unregisters
+    /// (or, when a lost take left jobs there, stops heartbeating) the others.
+    async fn tend_retired(&self) {
+        let retired = std::mem::take(&mut *lock(&self.retired));
+        let mut keep = Vec::new();
+        for holder in retired {
+            let (queue, id) = (self.queue(), &holder.id);
+            if holder.held.load(Ordering::Acquire) > 0 {
+                let beat = self
+                    .backend()
+                    .register(queue, id, self.now(), Registration::Heartbeat)
+                    .await;
+                match beat {
+                    Ok(false) => debug!(consumer = %id, "curlyq retired consumer ID was reaped"),
+                    Ok(true) => keep.push(holder),
+                    Err(e) => {
+                        debug!(consumer = %id, error = %e, "curlyq retired ID heartbeat failed");
+                        keep.push(holder);
+                    }
+                }
+            } else {
+                match self.backend().unregister(queue, id).await {
+                    Ok(true) => debug!(consumer = %id, "curlyq retired consumer ID unregistered"),
+                    Ok(false) => info!(queue = %queue, consumer = %id,
+                        "curlyq retired consumer ID holds jobs a lost take moved; a custodian requeues them once it expires"),
+                    Err(e) => debug!(consumer = %id, error = %e,
+                        "curlyq retired ID unregister failed; it will expire"),
+                }
+            }
+        }
+        lock(&self.retired).extend(keep);
     }
 
     // ----- heartbeat -----
@@ -638,6 +736,7 @@ impl Live {
             delay = match step {
                 Ok(()) => {
                     bo.ok();
+                    self.tend_retired().await;
                     o.heartbeat_interval
                 }
                 Err(e) => match bo.failed(e) {
@@ -772,6 +871,8 @@ impl Live {
             o.poller_max_backoff,
         );
         let mut waiter: Option<Box<dyn Waiter>> = None;
+        // Set when a take's outcome is unknown: the next take goes under a fresh ID.
+        let mut in_doubt = false;
         while !self.stopping.is_set() {
             let free = room();
             if free == 0 {
@@ -781,7 +882,7 @@ impl Live {
                 }
                 continue;
             }
-            let step = self.poll_once(free, &mut waiter).await;
+            let step = self.poll_once(free, &mut waiter, &mut in_doubt).await;
             let delay = match step {
                 Ok(()) => {
                     bo.ok();
@@ -806,17 +907,28 @@ impl Live {
         &self,
         free: usize,
         waiter: &mut Option<Box<dyn Waiter>>,
+        in_doubt: &mut bool,
     ) -> Result<(), BackendError> {
-        let id = self.current();
-        let taken = match self.backend().take(self.queue(), &id, free).await {
+        if *in_doubt {
+            self.retire_current().await?;
+            *in_doubt = false;
+        }
+        let holder = self.holder();
+        let taken = match self.backend().take(self.queue(), &holder.id, free).await {
             Ok(taken) => taken,
-            Err(BackendError::NotRegistered { .. }) => return self.rejoin(&id).await,
-            Err(e) => return Err(e),
+            Err(BackendError::NotRegistered { .. }) => return self.rejoin(&holder.id).await,
+            Err(e) => {
+                // A rejected script wrote nothing; any other failure may have come after
+                // the take was carried out.
+                *in_doubt = !matches!(e, BackendError::Rejected { .. });
+                return Err(e);
+            }
         };
         let n = taken.len();
+        holder.held.fetch_add(n, Ordering::AcqRel);
         for job in taken {
             let delivery = Delivery {
-                consumer: id.clone(),
+                lease: Lease(holder.clone()),
                 taken: job,
             };
             // Only the poller sends and it sent no more than the free room, so this
@@ -856,8 +968,12 @@ impl Live {
 
     async fn give_back(&self, jobs: Vec<Delivery>) {
         let mut by_consumer: HashMap<ConsumerId, Vec<String>> = HashMap::new();
-        for d in jobs {
-            by_consumer.entry(d.consumer).or_default().push(d.taken.id);
+        // The leases are released after the give-back (when `jobs` drops).
+        for d in &jobs {
+            by_consumer
+                .entry(d.lease.consumer().clone())
+                .or_default()
+                .push(d.taken.id.clone());
         }
         for (consumer, ids) in by_consumer {
             for chunk in ids.chunks(MAX_BATCH) {
@@ -914,23 +1030,23 @@ impl Live {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (handle, registration) = AbortHandle::new_pair();
         lock(&self.running).insert(token, handle);
-        let consumer = delivery.consumer.clone();
-        let id = delivery.taken.id.clone();
-        let result = Abortable::new(self.execute(delivery, handler), registration).await;
+        let Delivery { lease, taken } = delivery;
+        let id = taken.id.clone();
+        let execution = self.execute(lease.consumer(), taken, handler);
+        let result = Abortable::new(execution, registration).await;
         lock(&self.running).remove(&token);
         if result.is_err() {
             // Cancelled at the end of the grace period: give the job back without
             // counting an attempt.
             self.give_back(vec![Delivery {
-                consumer,
+                lease,
                 taken: TakenJob { id, data: None },
             }])
             .await;
         }
     }
 
-    async fn execute(&self, delivery: Delivery, handler: &DynHandler) {
-        let Delivery { consumer, taken } = delivery;
+    async fn execute(&self, consumer: &ConsumerId, taken: TakenJob, handler: &DynHandler) {
         let TakenJob { id, data } = taken;
         let job = match data.as_deref().map(Job::decode) {
             None => {
@@ -941,7 +1057,7 @@ impl Live {
                     data: None,
                     reason,
                 };
-                return self.finish(&consumer, Outcome::Kill(kill)).await;
+                return self.finish(consumer, Outcome::Kill(kill)).await;
             }
             Some(Err(e)) => {
                 let reason = format!("undecodable job data (kept as stored): {e}");
@@ -951,7 +1067,7 @@ impl Live {
                     data: None,
                     reason,
                 };
-                return self.finish(&consumer, Outcome::Kill(kill)).await;
+                return self.finish(consumer, Outcome::Kill(kill)).await;
             }
             Some(Ok(mut job)) => {
                 if job.id != id {
@@ -980,7 +1096,7 @@ impl Live {
                             data: None,
                             reason,
                         };
-                        return self.finish(&consumer, Outcome::Kill(kill)).await;
+                        return self.finish(consumer, Outcome::Kill(kill)).await;
                     }
                 };
                 next.id = id;
@@ -1006,7 +1122,7 @@ impl Live {
                 }
             }
         };
-        self.finish(&consumer, outcome).instrument(span).await;
+        self.finish(consumer, outcome).instrument(span).await;
     }
 
     /// Hands a job's outcome to the flusher and waits until it is recorded (or given
@@ -1063,6 +1179,7 @@ impl Live {
                     consumer: s.consumer.clone(),
                     kind,
                     members: vec![s],
+                    resent: false,
                 }),
             }
         }
@@ -1074,7 +1191,10 @@ impl Live {
                 match result {
                     Ok(owned) => self.recorded(group, &owned),
                     Err(e) => {
-                        failed.push(group);
+                        failed.push(OutcomeGroup {
+                            resent: true,
+                            ..group
+                        });
                         error = Some(e);
                     }
                 }
@@ -1153,8 +1273,13 @@ impl Live {
         bump(counter, mine as u64);
         if mine < n {
             bump(&stats.not_owned, (n - mine) as u64);
-            warn!(queue = %self.queue(), consumer = %group.consumer, jobs = n - mine,
-                "curlyq job outcome ignored: the job is no longer owned by this consumer (it was reaped; the job may run again)");
+            if group.resent {
+                info!(queue = %self.queue(), consumer = %group.consumer, jobs = n - mine,
+                    "curlyq job outcome found already settled: most likely an earlier attempt landed and only its reply was lost (else the consumer was reaped and the job may run again)");
+            } else {
+                warn!(queue = %self.queue(), consumer = %group.consumer, jobs = n - mine,
+                    "curlyq job outcome ignored: the job is no longer owned by this consumer (it was reaped; the job may run again)");
+            }
         }
         if group.kind == OutcomeKind::Retry && mine > 0 {
             // A retry may be due before the scheduler's next wake-up.

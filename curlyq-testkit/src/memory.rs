@@ -273,6 +273,7 @@ struct Faults {
     fail_next: u64,
     fail_next_applied: u64,
     fail_when: Option<FailWhen>,
+    fail_applied_when: Option<FailWhen>,
     calls: HashMap<Operation, u64>,
 }
 
@@ -453,6 +454,26 @@ impl MemoryBackend {
         lock(&self.shared.faults).fail_next_applied = n;
     }
 
+    /// Makes every operation for which `fail_when` returns `true` be carried out and
+    /// then report [`BackendError::Unavailable`] (its reply lost), until cleared with
+    /// `None`. Checked after [`fail_next_applied`](Self::fail_next_applied).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use curlyq_testkit::{MemoryBackend, Operation};
+    ///
+    /// let backend = MemoryBackend::new();
+    /// // Lose the reply of the first take only.
+    /// let lost = Arc::new(AtomicBool::new(false));
+    /// backend.set_failing_applied(Some(Arc::new(move |op, _queue| {
+    ///     op == Operation::Take && !lost.swap(true, Ordering::SeqCst)
+    /// })));
+    /// ```
+    pub fn set_failing_applied(&self, fail_when: Option<FailWhen>) {
+        lock(&self.shared.faults).fail_applied_when = fail_when;
+    }
+
     /// How many times `operation` was called (failed calls included).
     pub fn calls(&self, operation: Operation) -> u64 {
         lock(&self.shared.faults)
@@ -480,6 +501,13 @@ impl MemoryBackend {
         }
         if faults.fail_next_applied > 0 {
             faults.fail_next_applied -= 1;
+            return Ok(Gate::RunThenFail);
+        }
+        if faults
+            .fail_applied_when
+            .as_ref()
+            .is_some_and(|fail_when| fail_when(operation, queue))
+        {
             return Ok(Gate::RunThenFail);
         }
         Ok(Gate::Run)

@@ -948,3 +948,59 @@ async fn one_take_fills_every_idle_handler_and_the_buffer() {
     sim.finish(running, SEC, MIN).await.unwrap();
     assert_eq!(sim.snapshot().consumers.len(), 0);
 }
+
+/// A take whose reply is lost (carried out, reported as a timeout) must not strand the
+/// jobs it moved: the consumer continues under a fresh ID and lets the old one expire,
+/// so a custodian gives those jobs back. Each job then runs exactly once.
+#[tokio::test]
+async fn jobs_of_a_take_whose_reply_was_lost_come_back_within_one_orphan_timeout() {
+    let sim = Sim::new();
+    for i in 0..3 {
+        sim.producer
+            .perform(Job::new(format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let lost = Arc::new(AtomicBool::new(false));
+    let l = lost.clone();
+    sim.backend.set_failing_applied(Some(Arc::new(move |op, _| {
+        op == Operation::Take && !l.swap(true, Ordering::SeqCst)
+    })));
+    let consumer = sim
+        .builder()
+        .concurrency(2)
+        .heartbeat_interval(15 * SEC)
+        .custodian_consumer_timeout(5 * SEC)
+        .custodian_poll_interval(SEC)
+        .poller_max_backoff(SEC)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), |_| ok());
+    let started = sim.now();
+    let mut running = start(consumer, handler);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(sim.next_event(&mut rx, 100 * MS, MIN).await.id);
+    }
+    assert!(
+        lost.load(Ordering::SeqCst),
+        "the first take's reply was lost"
+    );
+    let waited = sim.now().duration_since(started).unwrap();
+    // One orphan timeout (heartbeat + consumer timeout) plus a custodian poll and the
+    // poller's backoff.
+    assert!(
+        waited <= 15 * SEC + 5 * SEC + SEC + SEC + SEC,
+        "stranded jobs came back after {waited:?}"
+    );
+    sim.until("all acked", 100 * MS, MIN, |s| s.data.is_empty())
+        .await;
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "each job ran once");
+    assert!(rx.try_recv().is_err(), "no job ran twice");
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+    let snap = sim.snapshot();
+    assert!(snap.consumers.is_empty(), "both IDs gone: {snap:#?}");
+}
