@@ -143,6 +143,7 @@ impl ConsumerBuilder {
                 queue,
                 opts: self.options,
                 stats: Stats::default(),
+                current: Mutex::new(None),
             }),
         })
     }
@@ -188,6 +189,8 @@ struct Shared {
     queue: QueueName,
     opts: ConsumerOptions,
     stats: Stats,
+    /// The consumer ID of the running `run`, if any.
+    current: Mutex<Option<ConsumerId>>,
 }
 
 /// Runs jobs from one queue: five loops (heartbeat, scheduler, custodian, poller,
@@ -288,9 +291,23 @@ impl Consumer {
             Box::pin(async move { fut.await.map_err(Into::into) })
         });
         let live = Live::new(self.shared.clone());
-        live.start(handler).await?;
-        until(live.stopping.wait(), shutdown).await;
-        live.shutdown().await
+        let result = match live.start(handler).await {
+            Ok(()) => {
+                until(live.stopping.wait(), shutdown).await;
+                live.shutdown().await
+            }
+            Err(e) => Err(e),
+        };
+        *lock(&self.shared.current) = None;
+        result
+    }
+
+    /// The consumer ID this consumer is registered under while it runs (`None` when it
+    /// is not running). It changes when the consumer rejoins after being reaped, or
+    /// continues under a fresh ID after a take whose reply was lost; in-flight jobs are
+    /// kept in `<queue>:inflight:<id>`, so tools can tell which process holds a job.
+    pub fn consumer_id(&self) -> Option<ConsumerId> {
+        lock(&self.shared.current).clone()
     }
 
     /// [`run`](Self::run) until the process receives ctrl-c (SIGINT).
@@ -540,6 +557,12 @@ impl Live {
         lock(&self.holder).clone()
     }
 
+    /// Makes `id` the current consumer ID; returns the holder it replaces.
+    fn switch_to(&self, id: ConsumerId) -> Arc<Holder> {
+        *lock(&self.shared.current) = Some(id.clone());
+        std::mem::replace(&mut *lock(&self.holder), Holder::new(id))
+    }
+
     fn spawn(&self, count: &Arc<TaskCount>, task: impl Future<Output = ()> + Send + 'static) {
         count.start();
         let guard = Finished(count.clone());
@@ -563,6 +586,7 @@ impl Live {
             .register(self.queue(), &id, self.now(), Registration::Join)
             .await
             .map_err(ConsumeError::Startup)?;
+        *lock(&self.shared.current) = Some(id.clone());
         info!(queue = %self.queue(), consumer = %id, "curlyq consumer started");
         match self.backend().settings_warnings().await {
             Ok(warnings) => {
@@ -648,7 +672,7 @@ impl Live {
         warn!(queue = %self.queue(), old = %stale, new = %fresh,
             "curlyq consumer was reaped (missed heartbeats); rejoined under a new ID. \
              Jobs it was running may run again elsewhere; their outcomes are ignored");
-        *lock(&self.holder) = Holder::new(fresh);
+        self.switch_to(fresh);
         bump(&self.shared.stats.rejoined, 1);
         Ok(())
     }
@@ -665,7 +689,7 @@ impl Live {
         self.backend()
             .register(self.queue(), &fresh, self.now(), Registration::Join)
             .await?;
-        let old = std::mem::replace(&mut *lock(&self.holder), Holder::new(fresh.clone()));
+        let old = self.switch_to(fresh.clone());
         warn!(queue = %self.queue(), old = %old.id, new = %fresh,
             "curlyq take's outcome is unknown (its reply was lost); continuing under a new \
              consumer ID. Jobs that take may have moved come back once the old ID expires");

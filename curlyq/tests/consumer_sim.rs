@@ -978,6 +978,11 @@ async fn jobs_of_a_take_whose_reply_was_lost_come_back_within_one_orphan_timeout
     let (handler, mut rx) = reporting(sim.clock(), |_| ok());
     let started = sim.now();
     let mut running = start(consumer, handler);
+    ManualRuntime::settle().await;
+    let first_id = running
+        .consumer
+        .consumer_id()
+        .expect("running: it has an ID");
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(sim.next_event(&mut rx, 100 * MS, MIN).await.id);
@@ -986,6 +991,8 @@ async fn jobs_of_a_take_whose_reply_was_lost_come_back_within_one_orphan_timeout
         lost.load(Ordering::SeqCst),
         "the first take's reply was lost"
     );
+    let second_id = running.consumer.consumer_id().expect("still running");
+    assert_ne!(first_id, second_id, "it continued under a fresh ID");
     let waited = sim.now().duration_since(started).unwrap();
     // One orphan timeout (heartbeat + consumer timeout) plus a custodian poll and the
     // poller's backoff.
@@ -1000,7 +1007,9 @@ async fn jobs_of_a_take_whose_reply_was_lost_come_back_within_one_orphan_timeout
     assert_eq!(seen.len(), 3, "each job ran once");
     assert!(rx.try_recv().is_err(), "no job ran twice");
     running.stop();
+    let stopped = running.consumer.clone();
     sim.finish(running, SEC, MIN).await.unwrap();
+    assert_eq!(stopped.consumer_id(), None, "not running: no ID");
     let snap = sim.snapshot();
     assert!(snap.consumers.is_empty(), "both IDs gone: {snap:#?}");
 }
