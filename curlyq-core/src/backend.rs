@@ -64,7 +64,7 @@ pub struct ConsumerId(std::sync::Arc<str>);
 impl ConsumerId {
     /// A fresh random ID.
     pub fn random() -> Self {
-        ConsumerId(uuid::Uuid::new_v4().to_string().into())
+        ConsumerId(crate::job::random_uuid().into())
     }
 
     /// Wraps an existing ID (tests and tools).

@@ -214,7 +214,7 @@ impl Producer {
 
 fn encode_with_id(mut job: Job) -> EncodedJob {
     if job.id.is_empty() {
-        job.id = uuid::Uuid::new_v4().to_string();
+        job.id = crate::job::random_uuid();
     }
     EncodedJob {
         data: job.encode(),

@@ -20,7 +20,7 @@ end
 
 -- Largest number of arguments handed to one Redis command built from a Lua table
 -- (Lua's unpack fails near 8,000 elements).
-local curlyq_chunk = 500
+local curlyq_chunk = 500 -- even: callers pass score and member pairs
 
 -- Calls `command key <items[first..last]>` in slices of at most curlyq_chunk items.
 local function curlyq_chunked(command, key, items, first, last)

@@ -6,15 +6,16 @@ local err = curlyq_check({{KEYS[1], 'hash'}, {KEYS[2], 'list'}, {KEYS[3], 'list'
 if err then return err end
 
 local result = {}
-local any = false
+local new = {}
 for i = 1, #ARGV, 2 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('RPUSH', KEYS[2], ARGV[i])
+    new[#new + 1] = ARGV[i]
     result[#result + 1] = 1
-    any = true
   else
     result[#result + 1] = 0
   end
 end
-if any then curlyq_signal(KEYS[3]) end
+-- The new IDs in their order, in one RPUSH per slice rather than one per job.
+curlyq_chunked('RPUSH', KEYS[2], new, 1, #new)
+if #new > 0 then curlyq_signal(KEYS[3]) end
 return result

@@ -8,15 +8,18 @@ local err = curlyq_check({{KEYS[1], 'hash'}, {KEYS[2], 'zset'}, {KEYS[3], 'list'
 if err then return err end
 
 local result = {}
-local any = false
+-- Score and member pairs of the new jobs, for one ZADD per slice (the slice size is
+-- even, so no pair is split).
+local scored = {}
 for i = 1, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then
-    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i])
+    scored[#scored + 1] = ARGV[i + 1]
+    scored[#scored + 1] = ARGV[i]
     result[#result + 1] = 1
-    any = true
   else
     result[#result + 1] = 0
   end
 end
-if any then curlyq_signal(KEYS[3]) end
+curlyq_chunked('ZADD', KEYS[2], scored, 1, #scored)
+if #scored > 0 then curlyq_signal(KEYS[3]) end
 return result
