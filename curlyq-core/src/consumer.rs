@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -331,6 +331,8 @@ impl Consumer {
 struct Holder {
     id: ConsumerId,
     held: AtomicUsize,
+    /// Found reaped: its jobs were handed on, so those not started must not run here.
+    reaped: AtomicBool,
 }
 
 impl Holder {
@@ -338,6 +340,7 @@ impl Holder {
         Arc::new(Holder {
             id,
             held: AtomicUsize::new(0),
+            reaped: AtomicBool::new(false),
         })
     }
 }
@@ -415,6 +418,10 @@ struct Live {
     /// Former IDs retired after a take whose outcome is unknown: heartbeated while this
     /// process still holds jobs under them, then left to expire.
     retired: Mutex<Vec<Arc<Holder>>>,
+    /// When the current ID was last known registered (Unix seconds).
+    last_beat: Mutex<f64>,
+    /// Serializes the check a worker makes before running a job after a long silence.
+    confirm: futures::lock::Mutex<()>,
     rejoin: futures::lock::Mutex<()>,
     /// Set when shutdown begins (or a loop aborts): stop taking jobs.
     stopping: Flag,
@@ -507,6 +514,8 @@ impl Live {
             shared,
             holder: Mutex::new(Holder::new(ConsumerId::random())),
             retired: Mutex::new(Vec::new()),
+            last_beat: Mutex::new(f64::NEG_INFINITY),
+            confirm: futures::lock::Mutex::new(()),
             rejoin: futures::lock::Mutex::new(()),
             stopping: Flag::default(),
             handlers_done: Flag::default(),
@@ -557,10 +566,48 @@ impl Live {
         lock(&self.holder).clone()
     }
 
-    /// Makes `id` the current consumer ID; returns the holder it replaces.
+    /// Makes `id` the current consumer ID (just registered); returns the holder it
+    /// replaces.
     fn switch_to(&self, id: ConsumerId) -> Arc<Holder> {
         *lock(&self.shared.current) = Some(id.clone());
+        self.beat_confirmed();
         std::mem::replace(&mut *lock(&self.holder), Holder::new(id))
+    }
+
+    fn beat_confirmed(&self) {
+        *lock(&self.last_beat) = self.now();
+    }
+
+    /// Whether the current ID may have expired: no heartbeat confirmed it for longer
+    /// than a custodian waits (the process was stopped, or Redis unreachable).
+    fn may_be_reaped(&self) -> bool {
+        let o = self.opts();
+        let expiry = (o.heartbeat_interval + o.custodian_consumer_timeout).as_secs_f64();
+        self.now() - *lock(&self.last_beat) > expiry
+    }
+
+    /// After a long silence, asks Redis whether the current ID is still registered
+    /// before a job runs; if it was reaped, rejoins (marking the old ID's jobs as handed
+    /// on). If Redis cannot say, the job runs (at least once).
+    async fn confirm_registration(&self) {
+        let _serial = self.confirm.lock().await;
+        if !self.may_be_reaped() {
+            return;
+        }
+        let id = self.current();
+        let beat = self
+            .backend()
+            .register(self.queue(), &id, self.now(), Registration::Heartbeat)
+            .await;
+        match beat {
+            Ok(true) => self.beat_confirmed(),
+            Ok(false) => {
+                if let Err(e) = self.rejoin(&id).await {
+                    debug!(error = %e, "curlyq rejoin after a long silence failed");
+                }
+            }
+            Err(e) => debug!(error = %e, "curlyq could not confirm its registration"),
+        }
     }
 
     fn spawn(&self, count: &Arc<TaskCount>, task: impl Future<Output = ()> + Send + 'static) {
@@ -587,6 +634,7 @@ impl Live {
             .await
             .map_err(ConsumeError::Startup)?;
         *lock(&self.shared.current) = Some(id.clone());
+        self.beat_confirmed();
         info!(queue = %self.queue(), consumer = %id, "curlyq consumer started");
         match self.backend().settings_warnings().await {
             Ok(warnings) => {
@@ -672,7 +720,7 @@ impl Live {
         warn!(queue = %self.queue(), old = %stale, new = %fresh,
             "curlyq consumer was reaped (missed heartbeats); rejoined under a new ID. \
              Jobs it was running may run again elsewhere; their outcomes are ignored");
-        self.switch_to(fresh);
+        self.switch_to(fresh).reaped.store(true, Ordering::Release);
         bump(&self.shared.stats.rejoined, 1);
         Ok(())
     }
@@ -753,7 +801,10 @@ impl Live {
                 .register(self.queue(), &id, self.now(), Registration::Heartbeat)
                 .await
             {
-                Ok(true) => Ok(()),
+                Ok(true) => {
+                    self.beat_confirmed();
+                    Ok(())
+                }
                 Ok(false) => self.rejoin(&id).await,
                 Err(e) => Err(e),
             };
@@ -1045,6 +1096,17 @@ impl Live {
             if self.stopping.is_set() {
                 lock(&self.leftovers).push(delivery);
                 return;
+            }
+            if self.may_be_reaped() {
+                self.confirm_registration().await;
+            }
+            if delivery.lease.0.reaped.load(Ordering::Acquire) {
+                // Taken before this consumer was reaped: a custodian has handed the job
+                // on (or killed it), so running it here would only run it twice.
+                bump(&self.shared.stats.not_owned, 1);
+                warn!(queue = %self.queue(), job_id = %delivery.taken.id,
+                    "curlyq skipped a job taken before this consumer was reaped; it was handed on");
+                continue;
             }
             self.process(delivery, &handler).await;
         }

@@ -1013,3 +1013,86 @@ async fn jobs_of_a_take_whose_reply_was_lost_come_back_within_one_orphan_timeout
     let snap = sim.snapshot();
     assert!(snap.consumers.is_empty(), "both IDs gone: {snap:#?}");
 }
+
+/// A consumer cut off for longer than the orphan timeout (stopped, or unable to reach
+/// Redis) is reaped and its jobs handed on. When it comes back it must not run the jobs
+/// still waiting in its buffer: it confirms its registration first, finds itself reaped,
+/// rejoins and skips them. Only the job that was already running runs twice.
+#[tokio::test]
+async fn a_consumer_back_from_a_long_silence_skips_buffered_jobs_that_were_handed_on() {
+    let sim = Sim::new();
+    for i in 0..3 {
+        sim.producer
+            .perform(Job::new(format!("{i}")).with_id(format!("j{i}")))
+            .await
+            .unwrap();
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let first = Arc::new(AtomicBool::new(true));
+    let consumer = sim
+        .builder()
+        .concurrency(1)
+        .poller_buffer_size(2)
+        .heartbeat_interval(15 * SEC)
+        .custodian_consumer_timeout(5 * SEC)
+        .custodian_poll_interval(SEC)
+        .build(sim.backend_arc())
+        .unwrap();
+    let (handler, mut rx) = reporting(sim.clock(), move |job: Job| {
+        let g = g.clone();
+        // Only j0's first run waits for the gate.
+        let wait = job.id == "j0" && first.swap(false, Ordering::SeqCst);
+        async move {
+            if wait {
+                g.acquire().await.expect("open").forget();
+            }
+            Ok(())
+        }
+    });
+    let mut running = start(consumer, handler);
+    assert_eq!(sim.next_event(&mut rx, MS, SEC).await.id, "j0");
+    sim.rt.advance_and_settle(100 * MS).await;
+    assert_eq!(
+        sim.snapshot().all_inflight().len(),
+        3,
+        "j0 runs, j1 and j2 buffered"
+    );
+
+    // Cut off for a minute; meanwhile another consumer's custodian reaps it.
+    sim.backend.set_unavailable(true);
+    sim.rt.advance_and_settle(MIN).await;
+    sim.backend.set_unavailable(false);
+    let now = unix(sim.now());
+    let report = curlyq::QueueBackend::requeue_orphans(
+        &sim.backend,
+        &sim.queue,
+        curlyq::OrphanSweep {
+            expired_before: now - 20.0,
+            max_jobs: 100,
+            max_orphan_requeues: 0,
+            now,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.requeued, 3, "{report:?}");
+
+    // Back: j0's handler ends; the buffered j1 and j2 must not run under the old ID.
+    gate.add_permits(1);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(sim.next_event(&mut rx, 100 * MS, MIN).await.id);
+    }
+    sim.until("all acked", 100 * MS, MIN, |s| s.data.is_empty())
+        .await;
+    sim.rt.advance_and_settle(10 * SEC).await;
+    assert!(rx.try_recv().is_err(), "nothing else ran");
+    seen.sort();
+    assert_eq!(seen, ["j0", "j1", "j2"], "the requeued jobs ran once each");
+    let stats = running.consumer.stats();
+    assert_eq!(stats.rejoined, 1);
+    assert!(stats.not_owned >= 2, "{stats:?}");
+    running.stop();
+    sim.finish(running, SEC, MIN).await.unwrap();
+}
