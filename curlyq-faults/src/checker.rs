@@ -11,7 +11,8 @@ use crate::ledger::{Exec, LedgerSummary};
 /// What the ledger says about delivery.
 #[derive(Debug, Default, Clone)]
 pub struct Verdict {
-    /// Confirmed pushes (not planned to die) that never ran to success.
+    /// Confirmed pushes (ok, or reported as already existing: either way the job was in
+    /// Redis), not planned to die, that never ran to success.
     pub lost: Vec<Vec<u8>>,
     /// Jobs that ran but whose push was never attempted.
     pub unexpected: Vec<Vec<u8>>,
@@ -32,7 +33,7 @@ impl Verdict {
             executed: ledger.execs.len(),
             ..Verdict::default()
         };
-        for id in &ledger.ok {
+        for id in ledger.ok.union(&ledger.exists) {
             if !planned_dead.contains(id) && !ledger.execs.contains_key(id) {
                 v.lost.push(id.clone());
             }
@@ -265,4 +266,67 @@ fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Order statistics of a sample of durations (µs), for the figures lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    /// How many values.
+    pub n: usize,
+    /// The median.
+    pub p50: u64,
+    /// The 99th percentile (nearest rank).
+    pub p99: u64,
+    /// The largest value.
+    pub max: u64,
+}
+
+impl Spread {
+    /// The spread of `values` (any order).
+    pub fn of(values: &[u64]) -> Self {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        let rank = |p: f64| -> u64 {
+            if sorted.is_empty() {
+                return 0;
+            }
+            // Nearest rank: the smallest value with at least p of the sample at or below.
+            let k = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+            sorted[k - 1]
+        };
+        Spread {
+            n: sorted.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: sorted.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+impl fmt::Display for Spread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |us: u64| us as f64 / 1000.0;
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (n {})",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            self.n
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_uses_nearest_ranks() {
+        let values: Vec<u64> = (1..=200).rev().collect();
+        let s = Spread::of(&values);
+        assert_eq!((s.n, s.p50, s.p99, s.max), (200, 100, 198, 200));
+        assert_eq!(Spread::of(&[]), Spread::default());
+        assert_eq!(Spread::of(&[7]).p99, 7);
+    }
 }

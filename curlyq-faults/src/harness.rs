@@ -363,3 +363,234 @@ pub async fn counts(
     }
     Ok((active, scheduled, inflight, dead))
 }
+
+impl WorkerPool {
+    /// [`spawn`](Self::spawn) with extra environment variables for the worker (such as
+    /// `CURLYQ_FAULT_LOG=warn` to have its warnings on stderr).
+    pub fn spawn_with_env(
+        &mut self,
+        slot: usize,
+        config: &WorkerConfig,
+        env: &[(&str, &str)],
+    ) -> std::io::Result<u32> {
+        let n = self.spawned;
+        self.spawned += 1;
+        let stdout = self.dir.join(format!("worker-{n}.out"));
+        let stderr = self.dir.join(format!("worker-{n}.err"));
+        let mut command = Command::new(&self.binary);
+        command
+            .args(config.to_args())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout)?)
+            .stderr(std::fs::File::create(&stderr)?);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn()?;
+        let pid = child.id();
+        self.workers.push(WorkerProc {
+            child: Some(child),
+            pid,
+            slot,
+            stdout,
+            stderr,
+        });
+        Ok(pid)
+    }
+
+    /// Every worker's stderr (so far), concatenated in start order.
+    pub fn stderr_all(&self) -> String {
+        (0..self.spawned)
+            .filter_map(|n| std::fs::read_to_string(self.dir.join(format!("worker-{n}.err"))).ok())
+            .collect()
+    }
+}
+
+/// Waits (blocking) until `server` answers `PING` again; how long that took. `Err`
+/// after `limit`.
+pub fn wait_pong(server: &RedisServer, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        if let Ok(reply) = server.command(&["PING"]) {
+            if reply.starts_with("+PONG") {
+                return Ok(started.elapsed());
+            }
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "redis-server on port {} did not answer PING within {limit:?}",
+                server.port()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `kill -9` of `server`, `down` of outage, then a restart on the same port and
+/// directory (it reloads its AOF). Blocking (call it from `block_in_place`). Returns how
+/// long the server was unreachable, up to its first `PONG`.
+pub fn crash_and_restart(server: &mut RedisServer, down: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    server.stop();
+    std::thread::sleep(down);
+    server
+        .restart()
+        .map_err(|e| format!("restart after kill -9 failed: {e}"))?;
+    wait_pong(server, Duration::from_secs(10))?;
+    Ok(started.elapsed())
+}
+
+/// `DEBUG RESTART` of `server` (it saves, re-executes itself with the same arguments and
+/// reloads its AOF; the pid stays), then waits for its first `PONG`. Blocking (call it
+/// from `block_in_place`). Returns how long it was unreachable. (`RedisServer` starts
+/// `redis-server` by its absolute path, which `DEBUG RESTART` needs.)
+pub fn debug_restart(server: &RedisServer) -> Result<Duration, String> {
+    let started = Instant::now();
+    // The server closes the connection without replying when it restarts; a reply is
+    // its refusal.
+    if let Ok(reply) = server.command(&["DEBUG", "RESTART"]) {
+        return Err(format!("DEBUG RESTART refused: {}", reply.trim_end()));
+    }
+    wait_pong(server, Duration::from_secs(10))?;
+    Ok(started.elapsed())
+}
+
+impl LedgeredProducer {
+    /// Schedules each job at its time with [`Producer::perform_at`], at most `in_flight`
+    /// calls at once (they must have IDs). Records every attempt first, then each
+    /// outcome. Returns the counts and, for each confirmed job, when its call returned
+    /// (µs since the epoch).
+    pub async fn perform_at_many(
+        &self,
+        jobs: Vec<(std::time::SystemTime, Job)>,
+        in_flight: usize,
+    ) -> std::io::Result<(PushCount, std::collections::BTreeMap<String, u64>)> {
+        let ids: Vec<String> = jobs.iter().map(|(_, j)| j.id.clone()).collect();
+        let t = now_micros();
+        self.ledger.record(Kind::Attempt, &ids, t, t)?;
+        let mut set = tokio::task::JoinSet::new();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for (when, job) in jobs {
+            if set.len() >= in_flight.max(1) {
+                if let Some(done) = set.join_next().await {
+                    outcomes.push(done.map_err(std::io::Error::other)?);
+                }
+            }
+            let producer = self.producer.clone();
+            set.spawn(async move {
+                let id = job.id.clone();
+                let result = producer.perform_at(when, job).await;
+                (id, result, now_micros())
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            outcomes.push(done.map_err(std::io::Error::other)?);
+        }
+        let mut confirmed = std::collections::BTreeMap::new();
+        let (mut ok, mut exists, mut doubt) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, result, at) in outcomes {
+            match result {
+                Ok(_) => {
+                    confirmed.insert(id.clone(), at);
+                    ok.push(id);
+                }
+                Err(ProduceError::AlreadyExists { .. }) => exists.push(id),
+                Err(e) => {
+                    eprintln!("schedule of {id:?} in doubt: {e}");
+                    doubt.push(id);
+                }
+            }
+        }
+        let t = now_micros();
+        self.ledger.record(Kind::Ok, &ok, t, t)?;
+        self.ledger.record(Kind::Exists, &exists, t, t)?;
+        self.ledger.record(Kind::Doubt, &doubt, t, t)?;
+        let count = PushCount {
+            ok: ok.len(),
+            exists: exists.len(),
+            doubt: doubt.len(),
+        };
+        Ok((count, confirmed))
+    }
+}
+
+/// One consumer's in-flight set, for explaining a drain that did not finish.
+#[derive(Debug, Clone)]
+pub struct InFlightSet {
+    /// The key (`<queue>:inflight:<consumer ID>`).
+    pub key: String,
+    /// Seconds since the consumer's last heartbeat; `None` when it is not registered.
+    pub heartbeat_age: Option<f64>,
+    /// The job IDs in it.
+    pub ids: Vec<Vec<u8>>,
+}
+
+/// Every non-empty in-flight set of `queue`, with its consumer's heartbeat age: jobs
+/// under a consumer that still heartbeats are not orphans, and no custodian takes them
+/// back.
+pub async fn in_flight_sets(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+) -> redis::RedisResult<Vec<InFlightSet>> {
+    let audit = crate::checker::Audit::read(conn, queue).await?;
+    let now = now_micros() as f64 / 1e6;
+    let mut out = Vec::new();
+    for (key, ids) in audit.inflight {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(format!("{queue}:consumers"))
+            .arg(&key)
+            .query_async(conn)
+            .await?;
+        out.push(InFlightSet {
+            key,
+            heartbeat_age: score.map(|s| now - s),
+            ids,
+        });
+    }
+    Ok(out)
+}
+
+/// Waits until at least `n` consumers are registered on `queue` (so that no worker is
+/// still connecting when a fault starts); `Err` after `limit`.
+pub async fn consumers_registered(
+    conn: &redis::aio::MultiplexedConnection,
+    queue: &str,
+    n: usize,
+    limit: Duration,
+) -> Result<Duration, String> {
+    let key = format!("{queue}:consumers");
+    wait_for(
+        "consumers registered",
+        limit,
+        Duration::from_millis(20),
+        || {
+            let (mut conn, key) = (conn.clone(), key.clone());
+            async move {
+                redis::cmd("ZCARD")
+                    .arg(&key)
+                    .query_async::<usize>(&mut conn)
+                    .await
+                    .is_ok_and(|c| c >= n)
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until nothing of `queue` is active, scheduled or in flight; how long that took,
+/// or `Err` after `limit` (a failed read counts as not drained).
+pub async fn drain(
+    conn: &redis::aio::MultiplexedConnection,
+    queue: &str,
+    limit: Duration,
+) -> Result<Duration, String> {
+    wait_for("drain", limit, Duration::from_millis(100), || {
+        let mut conn = conn.clone();
+        async move {
+            counts(&mut conn, queue)
+                .await
+                .is_ok_and(|(a, s, i, _)| a == 0 && s == 0 && i == 0)
+        }
+    })
+    .await
+}

@@ -136,7 +136,8 @@ pub struct LedgerSummary {
     pub attempted: BTreeSet<Vec<u8>>,
     /// IDs whose push was confirmed.
     pub ok: BTreeSet<Vec<u8>>,
-    /// IDs whose push outcome is unknown (and never confirmed later).
+    /// IDs whose push outcome is unknown (and never resolved later: a later push of the
+    /// same ID that returned ok or "already exists" settles it).
     pub doubt: BTreeSet<Vec<u8>>,
     /// IDs reported as already existing.
     pub exists: BTreeSet<Vec<u8>>,
@@ -158,7 +159,8 @@ impl LedgerSummary {
                 out.read_file(&path)?;
             }
         }
-        out.doubt.retain(|id| !out.ok.contains(id));
+        out.doubt
+            .retain(|id| !out.ok.contains(id) && !out.exists.contains(id));
         Ok(out)
     }
 

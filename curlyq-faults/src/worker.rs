@@ -49,6 +49,9 @@ pub struct WorkerConfig {
     pub jitter_ms: u64,
     /// The Redis client's response timeout in ms.
     pub response_timeout_ms: u64,
+    /// The longest delay between two failed attempts of each loop (heartbeat, scheduler,
+    /// custodian, poller, processor), in ms. Default 30,000 (the library's default).
+    pub loop_max_backoff_ms: u64,
 }
 
 impl WorkerConfig {
@@ -71,6 +74,7 @@ impl WorkerConfig {
             max_orphan_requeues: 3,
             jitter_ms: 5,
             response_timeout_ms: 5000,
+            loop_max_backoff_ms: 30_000,
         }
     }
 
@@ -97,6 +101,7 @@ impl WorkerConfig {
         put("max-orphan-requeues", self.max_orphan_requeues.to_string());
         put("jitter-ms", self.jitter_ms.to_string());
         put("response-timeout-ms", self.response_timeout_ms.to_string());
+        put("loop-max-backoff-ms", self.loop_max_backoff_ms.to_string());
         out
     }
 
@@ -124,6 +129,7 @@ impl WorkerConfig {
                 "--max-orphan-requeues" => c.max_orphan_requeues = num(value)? as u32,
                 "--jitter-ms" => c.jitter_ms = num(value)?,
                 "--response-timeout-ms" => c.response_timeout_ms = num(value)?,
+                "--loop-max-backoff-ms" => c.loop_max_backoff_ms = num(value)?,
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -234,6 +240,11 @@ pub async fn run(config: WorkerConfig) -> i32 {
         .job_max_attempts(config.max_attempts)
         .job_max_backoff(ms(config.max_backoff_ms))
         .max_orphan_requeues(config.max_orphan_requeues)
+        .heartbeat_max_backoff(ms(config.loop_max_backoff_ms))
+        .scheduler_max_backoff(ms(config.loop_max_backoff_ms))
+        .custodian_max_backoff(ms(config.loop_max_backoff_ms))
+        .poller_max_backoff(ms(config.loop_max_backoff_ms))
+        .processor_max_backoff(ms(config.loop_max_backoff_ms))
         .build(backend);
     let consumer = match consumer {
         Ok(c) => c,
@@ -259,7 +270,13 @@ pub async fn run(config: WorkerConfig) -> i32 {
             _ => std::future::pending::<()>().await,
         }
     };
+    let consumer = Arc::new(consumer);
+    let publisher = tokio::spawn(publish_consumer_id(
+        consumer.clone(),
+        config.ledger_dir.clone(),
+    ));
     let result = consumer.run(handler, shutdown).await;
+    publisher.abort();
     let s = consumer.stats();
     println!(
         "STATS succeeded={} retried={} killed={} not_owned={} given_back={} rejoined={}",
@@ -275,5 +292,38 @@ pub async fn run(config: WorkerConfig) -> i32 {
             eprintln!("worker: {e}");
             1
         }
+    }
+}
+
+/// Where a worker process publishes the consumer ID it currently runs under.
+pub fn consumer_id_path(ledger_dir: &std::path::Path, pid: u32) -> PathBuf {
+    ledger_dir.join(format!("consumer-{pid}.id"))
+}
+
+/// The consumer ID worker `pid` last published, if any.
+pub fn published_consumer_id(ledger_dir: &std::path::Path, pid: u32) -> Option<String> {
+    std::fs::read_to_string(consumer_id_path(ledger_dir, pid))
+        .ok()
+        .filter(|id| !id.is_empty())
+}
+
+/// Writes the consumer's current ID to [`consumer_id_path`] whenever it changes (it
+/// changes after a rejoin or a lost take), so that a scenario can tell which in-flight
+/// set is this process's. Written to a temporary file and renamed: readers never see
+/// half an ID.
+async fn publish_consumer_id(consumer: Arc<Consumer>, dir: PathBuf) {
+    let path = consumer_id_path(&dir, std::process::id());
+    let temporary = path.with_extension("tmp");
+    let mut last = None;
+    loop {
+        let now = consumer.consumer_id();
+        if now != last {
+            let text = now.as_ref().map(|id| id.as_str()).unwrap_or_default();
+            if std::fs::write(&temporary, text).is_ok() {
+                let _ = std::fs::rename(&temporary, &path);
+            }
+            last = now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

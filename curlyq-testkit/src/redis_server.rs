@@ -57,7 +57,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let child = Command::new("redis-server")
+        let child = Command::new(redis_server_path())
             .arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -205,4 +205,15 @@ impl Drop for RedisServer {
 fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+/// `redis-server` by its absolute path when it is on the `PATH` (so that `DEBUG RESTART`,
+/// which re-executes the server by the path it was started with, works whatever the
+/// working directory), else the bare name.
+fn redis_server_path() -> std::path::PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| "redis-server".into())
 }
