@@ -731,9 +731,12 @@ impl Live {
     /// as the ID heartbeats, no custodian would give them back. The old ID is
     /// heartbeated only while this process still holds jobs taken under it, then left
     /// to expire, and a custodian requeues whatever the lost take moved.
-    async fn retire_current(&self) -> Result<(), BackendError> {
+    ///
+    /// `fresh` is chosen once per unknown take and kept across attempts, so that
+    /// retries while Redis stays unreachable register one new ID, not many.
+    async fn retire_current(&self, fresh: &ConsumerId) -> Result<(), BackendError> {
         let _serial = self.rejoin.lock().await;
-        let fresh = ConsumerId::random();
+        let fresh = fresh.clone();
         self.backend()
             .register(self.queue(), &fresh, self.now(), Registration::Join)
             .await?;
@@ -946,8 +949,8 @@ impl Live {
             o.poller_max_backoff,
         );
         let mut waiter: Option<Box<dyn Waiter>> = None;
-        // Set when a take's outcome is unknown: the next take goes under a fresh ID.
-        let mut in_doubt = false;
+        // Set when a take's outcome is unknown: the next take goes under this fresh ID.
+        let mut in_doubt: Option<ConsumerId> = None;
         while !self.stopping.is_set() {
             let free = room();
             if free == 0 {
@@ -982,11 +985,11 @@ impl Live {
         &self,
         free: usize,
         waiter: &mut Option<Box<dyn Waiter>>,
-        in_doubt: &mut bool,
+        in_doubt: &mut Option<ConsumerId>,
     ) -> Result<(), BackendError> {
-        if *in_doubt {
-            self.retire_current().await?;
-            *in_doubt = false;
+        if let Some(fresh) = in_doubt {
+            self.retire_current(fresh).await?;
+            *in_doubt = None;
         }
         let holder = self.holder();
         let taken = match self.backend().take(self.queue(), &holder.id, free).await {
@@ -995,7 +998,9 @@ impl Live {
             Err(e) => {
                 // A rejected script wrote nothing; any other failure may have come after
                 // the take was carried out.
-                *in_doubt = !matches!(e, BackendError::Rejected { .. });
+                if !matches!(e, BackendError::Rejected { .. }) {
+                    in_doubt.get_or_insert_with(ConsumerId::random);
+                }
                 return Err(e);
             }
         };
