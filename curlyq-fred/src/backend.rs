@@ -376,8 +376,17 @@ impl FredBackend {
         let mut replies: Vec<Option<Result<Value, fred::error::Error>>> =
             (0..calls.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..calls.len()).collect();
+        let limit = self.shared.config.get_response_timeout();
+        let timed_out = || {
+            BackendError::Unavailable(Box::new(crate::FredFailure::new(format!(
+                "Redis did not answer within {limit:?}"
+            ))))
+        };
         for attempt in 0..3 {
             let pipe = client.pipeline();
+            // A lone call (the common case: one job pushed, one batch acked) goes
+            // straight to the client, without a pipeline's buffering.
+            let mut lone = None;
             for &i in &pending {
                 let call = calls
                     .get(i)
@@ -403,17 +412,23 @@ impl FredBackend {
                 );
                 // Hash on the first key (argument 2) in a cluster.
                 let command = CustomCommand::new_static(name, ClusterHash::Offset(2), false);
+                if pending.len() == 1 {
+                    lone = Some((command, args));
+                    break;
+                }
                 let queued = pipe.custom::<Value, Value>(command, args).await;
                 queued.map_err(|e| error::from_fred(self.redactor(), &e))?;
             }
-            let limit = self.shared.config.get_response_timeout();
-            let answers = match tokio::time::timeout(limit, pipe.try_all::<Value>()).await {
-                Ok(answers) => answers,
-                Err(_) => {
-                    return Err(BackendError::Unavailable(Box::new(
-                        crate::FredFailure::new(format!("Redis did not answer within {limit:?}")),
-                    )))
+            let answers = match lone {
+                Some((command, args)) => {
+                    let sent = client.custom::<Value, Value>(command, args);
+                    vec![tokio::time::timeout(limit, sent)
+                        .await
+                        .map_err(|_| timed_out())?]
                 }
+                None => tokio::time::timeout(limit, pipe.try_all::<Value>())
+                    .await
+                    .map_err(|_| timed_out())?,
             };
             if answers.len() != pending.len() {
                 // The pipeline as a whole failed (connection, timeout).
