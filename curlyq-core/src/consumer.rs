@@ -761,7 +761,11 @@ impl Live {
                     .register(queue, id, self.now(), Registration::Heartbeat)
                     .await;
                 match beat {
-                    Ok(false) => debug!(consumer = %id, "curlyq retired consumer ID was reaped"),
+                    Ok(false) => {
+                        // Its jobs were handed on: those not started must not run here.
+                        holder.reaped.store(true, Ordering::Release);
+                        debug!(consumer = %id, "curlyq retired consumer ID was reaped");
+                    }
                     Ok(true) => keep.push(holder),
                     Err(e) => {
                         debug!(consumer = %id, error = %e, "curlyq retired ID heartbeat failed");
