@@ -704,7 +704,11 @@ async fn t6_take_reply_lost() {
     wait_for("the take runs", LIMIT, Duration::from_millis(20), || {
         let mut conn = conn.clone();
         let queue = queue.clone();
-        async move { harness::counts(&mut conn, &queue).await.is_ok_and(|c| c.2 == 1) }
+        async move {
+            harness::counts(&mut conn, &queue)
+                .await
+                .is_ok_and(|c| c.2 == 1)
+        }
     })
     .await
     .unwrap();
