@@ -183,25 +183,7 @@ impl WorkerPool {
 
     /// Starts a worker in `slot` with `config`.
     pub fn spawn(&mut self, slot: usize, config: &WorkerConfig) -> std::io::Result<u32> {
-        let n = self.spawned;
-        self.spawned += 1;
-        let stdout = self.dir.join(format!("worker-{n}.out"));
-        let stderr = self.dir.join(format!("worker-{n}.err"));
-        let child = Command::new(&self.binary)
-            .args(config.to_args())
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout)?)
-            .stderr(std::fs::File::create(&stderr)?)
-            .spawn()?;
-        let pid = child.id();
-        self.workers.push(WorkerProc {
-            child: Some(child),
-            pid,
-            slot,
-            stdout,
-            stderr,
-        });
-        Ok(pid)
+        self.spawn_with_env(slot, config, &[])
     }
 
     /// How many workers were started so far.
