@@ -407,6 +407,17 @@ struct OutcomeGroup {
     resent: bool,
 }
 
+impl OutcomeGroup {
+    /// What `pick` finds in each member's outcome (a group holds one kind, so all).
+    fn picked<T: Clone>(&self, pick: fn(&Outcome) -> Option<&T>) -> Vec<T> {
+        self.members
+            .iter()
+            .filter_map(|m| pick(&m.outcome))
+            .cloned()
+            .collect()
+    }
+}
+
 /// At most this many outcomes go into one flush (one call per kind and consumer ID).
 const OUTCOME_BATCH: usize = 512;
 
@@ -714,15 +725,21 @@ impl Live {
             return Ok(());
         }
         let fresh = ConsumerId::random();
-        self.backend()
-            .register(self.queue(), &fresh, self.now(), Registration::Join)
-            .await?;
+        let old = self.join_as(fresh.clone()).await?;
         warn!(queue = %self.queue(), old = %stale, new = %fresh,
             "curlyq consumer was reaped (missed heartbeats); rejoined under a new ID. \
              Jobs it was running may run again elsewhere; their outcomes are ignored");
-        self.switch_to(fresh).reaped.store(true, Ordering::Release);
+        old.reaped.store(true, Ordering::Release);
         bump(&self.shared.stats.rejoined, 1);
         Ok(())
+    }
+
+    /// Registers `fresh` and makes it the current ID; returns the holder it replaces.
+    async fn join_as(&self, fresh: ConsumerId) -> Result<Arc<Holder>, BackendError> {
+        self.backend()
+            .register(self.queue(), &fresh, self.now(), Registration::Join)
+            .await?;
+        Ok(self.switch_to(fresh))
     }
 
     /// Continues under a fresh consumer ID after a take whose outcome is unknown (its
@@ -736,11 +753,7 @@ impl Live {
     /// retries while Redis stays unreachable register one new ID, not many.
     async fn retire_current(&self, fresh: &ConsumerId) -> Result<(), BackendError> {
         let _serial = self.rejoin.lock().await;
-        let fresh = fresh.clone();
-        self.backend()
-            .register(self.queue(), &fresh, self.now(), Registration::Join)
-            .await?;
-        let old = self.switch_to(fresh.clone());
+        let old = self.join_as(fresh.clone()).await?;
         warn!(queue = %self.queue(), old = %old.id, new = %fresh,
             "curlyq take's outcome is unknown (its reply was lost); continuing under a new \
              consumer ID. Jobs that take may have moved come back once the old ID expires");
@@ -1321,36 +1334,28 @@ impl Live {
     /// One backend call for a group; per member, whether the job was still owned.
     async fn record(&self, g: &OutcomeGroup) -> Result<Vec<bool>, BackendError> {
         let (queue, consumer) = (self.queue(), &g.consumer);
-        let members = g.members.iter().map(|m| &m.outcome);
         match g.kind {
             OutcomeKind::Ack => {
-                let ids: Vec<String> = members
-                    .filter_map(|o| match o {
-                        Outcome::Ack(id) => Some(id.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let ids = g.picked(|o| match o {
+                    Outcome::Ack(id) => Some(id),
+                    _ => None,
+                });
                 self.backend().ack(queue, consumer, &ids).await
             }
             OutcomeKind::Retry => {
-                let jobs: Vec<RetryJob> = members
-                    .filter_map(|o| match o {
-                        Outcome::Retry(job) => Some(job.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let jobs = g.picked(|o| match o {
+                    Outcome::Retry(job) => Some(job),
+                    _ => None,
+                });
                 self.backend().retry(queue, consumer, &jobs).await
             }
             OutcomeKind::Kill => {
-                let jobs: Vec<KillJob> = members
-                    .filter_map(|o| match o {
-                        Outcome::Kill(job) => Some(job.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                self.backend()
-                    .kill(queue, consumer, &jobs, self.now())
-                    .await
+                let jobs = g.picked(|o| match o {
+                    Outcome::Kill(job) => Some(job),
+                    _ => None,
+                });
+                let now = self.now();
+                self.backend().kill(queue, consumer, &jobs, now).await
             }
         }
     }

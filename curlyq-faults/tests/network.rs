@@ -286,30 +286,20 @@ async fn members(conn: &mut MultiplexedConnection, key: &str) -> BTreeSet<Vec<u8
         .unwrap()
 }
 
-/// Every non-empty in-flight set, with its owner's heartbeat age (`None`: not
-/// registered), for a failure message.
+/// Every non-empty in-flight set, with its owner's heartbeat age, for a failure message.
 async fn inflight_report(conn: &mut MultiplexedConnection, queue: &str) -> String {
-    let registered = consumers(conn, queue).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{queue}:inflight:*"))
-        .query_async(conn)
-        .await
-        .unwrap();
-    let now = curlyq::unix_seconds(std::time::SystemTime::now());
+    let sets = harness::in_flight_sets(conn, queue).await.unwrap();
     let mut out = String::new();
-    for key in keys {
-        let ids = members(conn, &key).await;
-        if ids.is_empty() {
-            continue;
-        }
-        let owner = match registered.get(&key) {
-            Some(beat) => format!("registered, last heartbeat {:.1} s ago", now - beat),
+    for set in sets.iter().filter(|s| !s.ids.is_empty()) {
+        let owner = match set.heartbeat_age {
+            Some(age) => format!("registered, last heartbeat {age:.1} s ago"),
             None => "not registered".to_owned(),
         };
-        let sample: Vec<String> = ids.iter().take(12).map(|id| show(id)).collect();
+        let sample: Vec<String> = set.ids.iter().take(12).map(|id| show(id)).collect();
         out.push_str(&format!(
-            "\n  {key} ({owner}): {} jobs, e.g. {sample:?}",
-            ids.len()
+            "\n  {} ({owner}): {} jobs, e.g. {sample:?}",
+            set.key,
+            set.ids.len()
         ));
     }
     out

@@ -164,14 +164,6 @@ async fn t7_stall() {
     );
 }
 
-/// Waits until `n` consumers are registered on the env's queue.
-async fn consumers_registered(env: &Env, n: usize) {
-    let conn = env.conn().await;
-    harness::consumers_registered(&conn, &env.queue, n, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|e| panic!("[{}] {e}\n{}", env.name, env.pool.stderr_tail(3000)));
-}
-
 /// Restarts every worker that exited, recording it (slot, pid, when) in `exits`.
 fn respawn_exited(env: &mut Env, config: &WorkerConfig, exits: &mut Vec<(usize, u32, Duration)>) {
     for (slot, pid) in env.pool.reap_exited() {
@@ -205,7 +197,7 @@ async fn t4_redis_crash() {
     for slot in 0..4 {
         env.pool.spawn(slot, &config).unwrap();
     }
-    consumers_registered(&env, 4).await;
+    env.wait_registered(4).await;
 
     let mut crashes: Vec<Crash> = (0..3)
         .map(|_| Crash::Kill9(Duration::from_millis(env.rng.random_range(1000..=3000))))
@@ -361,7 +353,7 @@ async fn t8_scheduler() {
     for slot in 0..4 {
         env.pool.spawn(slot, &config).unwrap();
     }
-    consumers_registered(&env, 4).await;
+    env.wait_registered(4).await;
     let jobs = 5000;
     let spread_us = 10_000_000;
     let t0 = now_micros();

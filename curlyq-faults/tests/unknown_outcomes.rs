@@ -63,14 +63,6 @@ async fn short_timeout_producer(env: &Env) -> LedgeredProducer {
     LedgeredProducer::new(Arc::new(backend), &env.queue, env.dir.path()).unwrap()
 }
 
-/// Waits until `n` consumers are registered on the env's queue.
-async fn wait_registered(env: &Env, n: usize) {
-    let conn = env.conn().await;
-    harness::consumers_registered(&conn, &env.queue, n, Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|e| panic!("[{}] {e}\n{}", env.name, env.pool.stderr_tail(3000)));
-}
-
 /// Waits until the ledger holds `n` handler starts in all.
 async fn wait_starts(env: &Env, n: usize) {
     let dir = env.dir.path().to_path_buf();
@@ -252,7 +244,7 @@ async fn t5_unknown_outcomes() {
     let mut env = Env::new("T5", "t5").await;
     let config = short_timeout_config(&env);
     spawn_workers(&mut env, &config, 2);
-    wait_registered(&env, 2).await;
+    env.wait_registered(2).await;
     let expiry = Duration::from_secs(config.heartbeat_s + config.timeout_s);
     let custodian = Duration::from_millis(config.custodian_poll_ms);
     let mut conn = fault_conn(&env).await;

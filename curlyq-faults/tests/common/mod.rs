@@ -89,6 +89,15 @@ impl Env {
         }
     }
 
+    /// Waits until `n` consumers are registered on the queue (so that no worker is still
+    /// connecting when a fault starts).
+    pub async fn wait_registered(&self, n: usize) {
+        let conn = self.conn().await;
+        harness::consumers_registered(&conn, &self.queue, n, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("[{}] {e}\n{}", self.name, self.pool.stderr_tail(3000)));
+    }
+
     /// Waits until nothing is active, scheduled or in flight and `dead` jobs are dead.
     pub async fn drained(&self, dead: usize, limit: Duration) {
         let conn = self.conn().await;
