@@ -310,9 +310,16 @@ impl LedgeredProducer {
 }
 
 /// A direct connection for inspection and fault commands.
+///
+/// Replies may take up to 10 s (the backends' own default): redis-rs's default of 0.5 s
+/// is too tight for a loaded 2-core machine whose server syncs every write to disk, and
+/// an inspection that times out fails a scenario for the harness's sake, not the queue's.
 pub async fn inspect(url: &str) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(10)));
     redis::Client::open(url)?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
 }
 

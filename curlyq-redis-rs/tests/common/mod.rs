@@ -21,9 +21,13 @@ pub async fn env() -> Env {
     let backend = RedisBackend::connect(&server.url())
         .await
         .expect("connect to the test server");
+    // The backend's own reply budget (10 s), not redis-rs's default of 0.5 s, which a
+    // loaded CI machine can exceed.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)));
     let raw = redis::Client::open(server.url())
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap();
     let queue = QueueName::new("{q}").unwrap();
