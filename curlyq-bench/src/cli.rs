@@ -176,6 +176,47 @@ impl Plan {
     }
 }
 
+/// The tokio runtime a measurement runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Runtime {
+    /// `tokio::runtime::Builder::new_multi_thread` with its default worker count (one per
+    /// core): what `#[tokio::main]` gives.
+    MultiThread,
+    /// `tokio::runtime::Builder::new_current_thread`: every task on one thread.
+    CurrentThread,
+}
+
+impl Runtime {
+    /// The name used on the command line.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Runtime::MultiThread => "multi-thread",
+            Runtime::CurrentThread => "current-thread",
+        }
+    }
+
+    /// Reads a runtime name.
+    pub(crate) fn parse(name: &str) -> Result<Runtime> {
+        match name {
+            "multi-thread" => Ok(Runtime::MultiThread),
+            "current-thread" => Ok(Runtime::CurrentThread),
+            other => Err(BenchError::new(format!(
+                "unknown runtime {other:?} (multi-thread or current-thread)"
+            ))),
+        }
+    }
+
+    /// Builds the runtime.
+    pub(crate) fn build(self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+            Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        }
+        .enable_all()
+        .build()
+    }
+}
+
 /// Options of the hidden `consume` subcommand (one consumer process).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConsumeOptions {
@@ -193,6 +234,8 @@ pub(crate) struct ConsumeOptions {
     pub(crate) expect: u64,
     /// The process gives up (and reports what it has) after this long.
     pub(crate) timeout: Duration,
+    /// The runtime the consumer runs on.
+    pub(crate) runtime: Runtime,
 }
 
 impl ConsumeOptions {
@@ -214,6 +257,8 @@ impl ConsumeOptions {
             self.expect.to_string(),
             "--timeout-ms".into(),
             self.timeout.as_millis().to_string(),
+            "--runtime".into(),
+            self.runtime.name().into(),
         ]
     }
 }
@@ -280,6 +325,7 @@ fn parse_consume(args: &[String]) -> Result<ConsumeOptions> {
         buffer: 10,
         expect: 0,
         timeout: Duration::from_secs(60),
+        runtime: Runtime::MultiThread,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -294,6 +340,7 @@ fn parse_consume(args: &[String]) -> Result<ConsumeOptions> {
             "--buffer" => options.buffer = number(flag, value)?,
             "--expect" => options.expect = number(flag, value)? as u64,
             "--timeout-ms" => options.timeout = Duration::from_millis(number(flag, value)? as u64),
+            "--runtime" => options.runtime = Runtime::parse(value)?,
             other => return Err(BenchError::new(format!("unknown option {other:?}"))),
         }
     }
@@ -372,8 +419,19 @@ mod tests {
             buffer: 128,
             expect: 1234,
             timeout: Duration::from_millis(5678),
+            runtime: Runtime::CurrentThread,
         };
         assert_eq!(parse(&options.to_args()), Ok(Command::Consume(options)));
         assert!(parse(&args(&["consume", "--queue", "q"])).is_err());
+        let fibres = [
+            "consume",
+            "--redis",
+            "redis://x",
+            "--queue",
+            "q",
+            "--runtime",
+            "fibres",
+        ];
+        assert!(parse(&args(&fibres)).is_err());
     }
 }

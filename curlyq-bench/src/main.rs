@@ -39,10 +39,11 @@ fn main() -> ExitCode {
         println!("{}", cli::USAGE);
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let flavour = match &command {
+        Command::Consume(options) => options.runtime,
+        _ => cli::Runtime::MultiThread,
+    };
+    let runtime = match flavour.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("curlyq-bench: cannot start the tokio runtime: {e}");

@@ -17,12 +17,17 @@ pub(crate) enum Row {
     },
     /// `perform`, one call in flight.
     EnqueueOne,
+    /// `perform`, one call in flight, on a current-thread runtime.
+    EnqueueOneOnCurrentThread,
     /// `perform` with this many calls in flight.
     EnqueueInFlight(usize),
     /// `perform_many` in batches of this size, one call in flight.
     PerformMany(usize),
     /// N queued jobs drained at this concurrency.
     Drain(usize),
+    /// N queued jobs drained at this concurrency by a consumer on a current-thread
+    /// runtime.
+    DrainOnCurrentThread(usize),
     /// A backlog of this many jobs drained at the high concurrency.
     Backlog(usize),
     /// Slowest ÷ fastest of the backlog rows (derived, no samples of its own).
@@ -244,10 +249,15 @@ fn go_reference(row: Row) -> &'static str {
 /// work done one call at a time, the pipelined ceiling for everything concurrent.
 fn basis(row: Row) -> Option<(Row, &'static str)> {
     match row {
-        Row::EnqueueOne | Row::Drain(1) => Some((CEILING_ONE, "c1")),
-        Row::EnqueueInFlight(_) | Row::PerformMany(_) | Row::Drain(_) | Row::Backlog(_) => {
-            Some((CEILING_PIPELINED, "P16"))
-        }
+        Row::EnqueueOne
+        | Row::EnqueueOneOnCurrentThread
+        | Row::Drain(1)
+        | Row::DrainOnCurrentThread(1) => Some((CEILING_ONE, "c1")),
+        Row::EnqueueInFlight(_)
+        | Row::PerformMany(_)
+        | Row::Drain(_)
+        | Row::DrainOnCurrentThread(_)
+        | Row::Backlog(_) => Some((CEILING_PIPELINED, "P16")),
         _ => None,
     }
 }
@@ -259,10 +269,16 @@ pub(crate) fn rows(plan: &Plan) -> Vec<Row> {
         CEILING_MANY,
         CEILING_PIPELINED,
         Row::EnqueueOne,
+        Row::EnqueueOneOnCurrentThread,
         Row::EnqueueInFlight(plan.enqueue_in_flight),
         Row::PerformMany(plan.batch),
     ];
-    rows.extend(plan.concurrencies.iter().map(|&c| Row::Drain(c)));
+    for &c in &plan.concurrencies {
+        rows.push(Row::Drain(c));
+        if c == 1 {
+            rows.push(Row::DrainOnCurrentThread(c));
+        }
+    }
     rows.extend(plan.backlogs.iter().map(|&b| Row::Backlog(b)));
     rows.push(Row::Flatness);
     rows.extend(plan.steady_rates.iter().map(|&r| Row::Steady(r)));
@@ -291,11 +307,17 @@ pub(crate) fn label(row: Row, plan: &Plan) -> String {
             format!("Ceiling: redis-benchmark EVALSHA push, {connections}, {pipelining} (calls/s)")
         }
         Row::EnqueueOne => "Enqueue: `perform`, 1 call in flight (jobs/s)".to_owned(),
+        Row::EnqueueOneOnCurrentThread => {
+            "Enqueue: `perform`, 1 call in flight, current-thread runtime (jobs/s)".to_owned()
+        }
         Row::EnqueueInFlight(c) => format!("Enqueue: `perform`, {c} calls in flight (jobs/s)"),
         Row::PerformMany(b) => {
             format!("Enqueue: `perform_many`, batches of {b}, 1 call in flight (jobs/s)")
         }
         Row::Drain(c) => format!("Process {n} queued jobs, concurrency {c} (jobs/s)"),
+        Row::DrainOnCurrentThread(c) => {
+            format!("Process {n} queued jobs, concurrency {c}, current-thread runtime (jobs/s)")
+        }
         Row::Backlog(b) => format!(
             "Process a backlog of {} jobs, concurrency {high} (jobs/s)",
             thousands(b as f64)
@@ -564,7 +586,12 @@ pub(crate) fn document(results: &Results, ctx: &Context<'_>) -> String {
          - **Enqueue**: a `Producer` in the benchmark process (after 500 untimed pushes to warm \
          up its connection) pushes jobs with a 100-byte payload: \
          {one} jobs with `perform` one call at a time; {n} jobs with `perform` from {flight} \
-         tasks; {n} jobs with `perform_many` in batches of {batch}, one call at a time.\n\
+         tasks; {n} jobs with `perform_many` in batches of {batch}, one call at a time. Every \
+         measurement runs on a multi-thread tokio runtime (a worker per core, as \
+         `#[tokio::main]` gives) except the rows marked current-thread: there the producer (a \
+         connection of its own, warmed up the same way) or the consumer process runs every task \
+         on one thread, to show what the choice of runtime does to work done one call at a \
+         time.\n\
          - **Process**: {n} jobs (or the backlog shown) are queued first, then one consumer \
          process (`curlyq-bench consume`, the same binary) with a no-op handler drains them; the \
          figure is jobs ÷ (first handler start → the last success counted by \

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::Target;
 use crate::ceiling::{self, Load};
-use crate::cli::{Backend, BenchOptions, ConsumeOptions, Plan};
+use crate::cli::{Backend, BenchOptions, ConsumeOptions, Plan, Runtime};
 use crate::consume::{self, now_micros, stamped_payload, ConsumeReport, PAYLOAD_BYTES, WARMUP};
 use crate::error::{BenchError, Context, Result};
 use crate::process::ConsumerProcess;
@@ -26,6 +26,9 @@ const FILL_IN_FLIGHT: usize = 4;
 
 /// Jobs pushed one at a time, untimed, before a backend's first measurement.
 const WARMUP_JOBS: usize = 500;
+
+/// The runtime of every measurement not named otherwise.
+const MULTI: Runtime = Runtime::MultiThread;
 
 /// The length of an encoded job with a 100-byte payload and a UUID: what the push
 /// script stores per job, and so what the ceiling stores per call.
@@ -188,6 +191,14 @@ async fn measure_backend(
     .await?;
     record(Row::EnqueueOne, Value::Rate(rate));
     target.flush()?;
+    let rate = bounded(
+        "enqueue, 1 in flight, current-thread runtime",
+        limit_for(plan.enqueue_one),
+        enqueue_on_current_thread(backend, &target.url, plan.enqueue_one),
+    )
+    .await?;
+    record(Row::EnqueueOneOnCurrentThread, Value::Rate(rate));
+    target.flush()?;
     let flight = plan.enqueue_in_flight;
     let rate = bounded(
         "enqueue, many in flight",
@@ -206,8 +217,16 @@ async fn measure_backend(
     record(Row::PerformMany(plan.batch), Value::Rate(rate));
 
     for &concurrency in &plan.concurrencies {
-        let drained = drain(target, &producer, backend, concurrency, plan.jobs).await?;
+        let drained = drain(target, &producer, backend, concurrency, plan.jobs, MULTI).await?;
         record(Row::Drain(concurrency), Value::Rate(drained.rate));
+        if concurrency == 1 {
+            let single = Runtime::CurrentThread;
+            let drained = drain(target, &producer, backend, concurrency, plan.jobs, single).await?;
+            record(
+                Row::DrainOnCurrentThread(concurrency),
+                Value::Rate(drained.rate),
+            );
+        }
         if concurrency == plan.high_concurrency {
             record(Row::MemoryPerJob, Value::Bytes(drained.bytes_per_job));
             record(Row::PeakRss(concurrency), Value::Bytes(drained.rss_bytes));
@@ -216,7 +235,8 @@ async fn measure_backend(
     for &backlog in &plan.backlogs {
         let mut rates = Vec::new();
         for _ in 0..Plan::repeats_for(plan.jobs, backlog) {
-            let drained = drain(target, &producer, backend, plan.high_concurrency, backlog).await?;
+            let high = plan.high_concurrency;
+            let drained = drain(target, &producer, backend, high, backlog, MULTI).await?;
             rates.push(drained.rate);
         }
         let rate = report::median(&rates).unwrap_or(0.0);
@@ -250,6 +270,36 @@ async fn enqueue(producer: &Producer, jobs: usize, in_flight: usize) -> Result<f
     }
     join_all(tasks).await?;
     Ok(jobs as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Pushes `jobs` jobs with `perform`, one call at a time, from a producer of its own on a
+/// current-thread runtime in a thread of its own (warmed up as the main one); returns
+/// jobs/s. The main producer's runtime has a worker per core, and on a 2-core machine
+/// shared with Redis the hand-offs between them cost more than Redis's own work.
+async fn enqueue_on_current_thread(backend: Backend, url: &str, jobs: usize) -> Result<f64> {
+    let url = url.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("current-thread producer".into())
+        .spawn(move || {
+            let measured = Runtime::CurrentThread
+                .build()
+                .context(|| "building a current-thread runtime".to_owned())
+                .and_then(|runtime| {
+                    runtime.block_on(async {
+                        let connection = consume::connect(backend, &url).await?;
+                        let producer =
+                            Producer::new(connection, QUEUE).context(|| "producer".to_owned())?;
+                        enqueue(&producer, WARMUP_JOBS, 1).await?;
+                        enqueue(&producer, jobs, 1).await
+                    })
+                });
+            // The receiver is gone only when the measurement was abandoned.
+            let _ = tx.send(measured);
+        })
+        .context(|| "starting the current-thread producer".to_owned())?;
+    rx.await
+        .context(|| "the current-thread producer ended without a result".to_owned())?
 }
 
 /// Pushes `jobs` jobs with `perform_many` in batches of `batch`, one call at a time;
@@ -302,6 +352,7 @@ async fn drain(
     backend: Backend,
     concurrency: usize,
     jobs: usize,
+    runtime: Runtime,
 ) -> Result<Drained> {
     target.flush()?;
     let before = target.used_memory()?;
@@ -318,7 +369,7 @@ async fn drain(
     .await?;
     let after = target.used_memory()?;
     let limit = limit_for(jobs);
-    let report = consumer(target, backend, concurrency, jobs as u64, limit)?
+    let report = consumer(target, backend, concurrency, jobs as u64, limit, runtime)?
         .finish(limit + Duration::from_secs(10))
         .await
         .context(|| format!("draining {jobs} jobs at concurrency {concurrency} with {backend}"))?;
@@ -337,6 +388,7 @@ fn consumer(
     concurrency: usize,
     expect: u64,
     limit: Duration,
+    runtime: Runtime,
 ) -> Result<ConsumerProcess> {
     ConsumerProcess::spawn(&ConsumeOptions {
         redis: target.url.clone(),
@@ -346,6 +398,7 @@ fn consumer(
         buffer: Plan::buffer_for(concurrency),
         expect,
         timeout: limit,
+        runtime,
     })
 }
 
@@ -380,6 +433,7 @@ async fn running_consumer(
         plan.high_concurrency,
         jobs as u64 + 1,
         limit,
+        MULTI,
     )?;
     process
         .ready(Duration::from_secs(30))
