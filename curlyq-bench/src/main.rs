@@ -6,7 +6,8 @@
 //! 16, 50 and 128, and backlogs of N/50, N/5 and 2N jobs at concurrency 128), the
 //! latency from enqueue to handler start under a steady producer (1,000 and 10,000
 //! jobs/s), the lateness of `perform_after` jobs, the Redis memory per queued job and
-//! the consumer's peak RSS. In the same run, `redis-benchmark` gives the ceiling: an
+//! the consumer's peak RSS; and, to compare runtimes, `perform` one call at a time and
+//! the concurrency-1 drain on a current-thread tokio runtime. In the same run, `redis-benchmark` gives the ceiling: an
 //! `EVALSHA` of curlyq's push script, unpipelined and pipelined.
 //!
 //! It starts its own `redis-server` on a free loopback port unless given `--redis URL`,
