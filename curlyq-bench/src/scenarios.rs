@@ -274,8 +274,7 @@ async fn enqueue(producer: &Producer, jobs: usize, in_flight: usize) -> Result<f
 
 /// Pushes `jobs` jobs with `perform`, one call at a time, from a producer of its own on a
 /// current-thread runtime in a thread of its own (warmed up as the main one); returns
-/// jobs/s. The main producer's runtime has a worker per core, and on a 2-core machine
-/// shared with Redis the hand-offs between them cost more than Redis's own work.
+/// jobs/s. It is compared with the main producer, whose runtime has a worker per core.
 async fn enqueue_on_current_thread(backend: Backend, url: &str, jobs: usize) -> Result<f64> {
     let url = url.to_owned();
     let (tx, rx) = tokio::sync::oneshot::channel();
