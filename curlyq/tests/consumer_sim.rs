@@ -282,15 +282,7 @@ async fn producer_refuses_duplicates_and_bad_times_leaving_the_stored_job_untouc
 #[tokio::test]
 async fn shutdown_gives_back_unstarted_jobs_at_once_and_lets_the_running_one_finish() {
     let sim = Sim::new();
-    let mut ids = Vec::new();
-    for i in 0..6 {
-        ids.push(
-            sim.producer
-                .perform(Job::new(format!("{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let ids = sim.push_numbered(6).await;
     let gate = Arc::new(tokio::sync::Notify::new());
     let g = gate.clone();
     let consumer = sim
@@ -400,15 +392,7 @@ async fn heartbeat_runs_until_the_last_handler_finishes() {
 async fn a_crashed_consumers_jobs_are_recovered_by_anothers_custodian() {
     let sim = Sim::new();
     let backend = sim.backend_arc();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        ids.push(
-            sim.producer
-                .perform(Job::new(format!("{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let ids = sim.push_numbered(3).await;
     // A consumer registers, takes two jobs, then crashes (never heartbeats again).
     let crashed = ConsumerId::from_string("crashed");
     let t0 = unix(sim.now());
@@ -698,27 +682,14 @@ fn bad_options_are_builder_errors_not_panics() {
 #[tokio::test]
 async fn handlers_run_concurrently_up_to_the_concurrency_limit_and_no_further() {
     let sim = Sim::new();
-    for i in 0..10 {
-        sim.producer
-            .perform(Job::new(format!("{i}")))
-            .await
-            .unwrap();
-    }
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let g = gate.clone();
+    sim.push_numbered(10).await;
+    let (gate, handler, mut rx) = gated(sim.clock());
     let consumer = sim
         .builder()
         .concurrency(3)
         .poller_buffer_size(2)
         .build(sim.backend_arc())
         .unwrap();
-    let (handler, mut rx) = reporting(sim.clock(), move |_| {
-        let g = g.clone();
-        async move {
-            g.acquire().await.expect("open").forget();
-            Ok(())
-        }
-    });
     let mut running = start(consumer, handler);
     for _ in 0..3 {
         sim.next_event(&mut rx, MS, SEC).await;
@@ -840,27 +811,14 @@ async fn an_oversized_payload_is_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn outcomes_that_finish_together_share_one_backend_call_and_none_waits_for_a_timer() {
     let sim = Sim::new();
-    for i in 0..20 {
-        sim.producer
-            .perform(Job::new(format!("{i}")))
-            .await
-            .unwrap();
-    }
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let g = gate.clone();
+    sim.push_numbered(20).await;
+    let (gate, handler, mut rx) = gated(sim.clock());
     let consumer = sim
         .builder()
         .concurrency(20)
         .poller_buffer_size(1)
         .build(sim.backend_arc())
         .unwrap();
-    let (handler, mut rx) = reporting(sim.clock(), move |_| {
-        let g = g.clone();
-        async move {
-            g.acquire().await.expect("open").forget();
-            Ok(())
-        }
-    });
     let mut running = start(consumer, handler);
     for _ in 0..20 {
         sim.next_event(&mut rx, MS, SEC).await;
@@ -907,27 +865,14 @@ async fn outcomes_that_finish_together_share_one_backend_call_and_none_waits_for
 #[tokio::test]
 async fn one_take_fills_every_idle_handler_and_the_buffer() {
     let sim = Sim::new();
-    for i in 0..40 {
-        sim.producer
-            .perform(Job::new(format!("{i}")))
-            .await
-            .unwrap();
-    }
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let g = gate.clone();
+    sim.push_numbered(40).await;
+    let (gate, handler, mut rx) = gated(sim.clock());
     let consumer = sim
         .builder()
         .concurrency(16)
         .poller_buffer_size(1)
         .build(sim.backend_arc())
         .unwrap();
-    let (handler, mut rx) = reporting(sim.clock(), move |_| {
-        let g = g.clone();
-        async move {
-            g.acquire().await.expect("open").forget();
-            Ok(())
-        }
-    });
     let mut running = start(consumer, handler);
     for _ in 0..16 {
         sim.next_event(&mut rx, MS, SEC).await;
@@ -955,12 +900,7 @@ async fn one_take_fills_every_idle_handler_and_the_buffer() {
 #[tokio::test]
 async fn jobs_of_a_take_whose_reply_was_lost_come_back_within_one_orphan_timeout() {
     let sim = Sim::new();
-    for i in 0..3 {
-        sim.producer
-            .perform(Job::new(format!("{i}")))
-            .await
-            .unwrap();
-    }
+    sim.push_numbered(3).await;
     let lost = Arc::new(AtomicBool::new(false));
     let l = lost.clone();
     sim.backend.set_failing_applied(Some(Arc::new(move |op, _| {

@@ -100,6 +100,27 @@ where
     (handler, rx)
 }
 
+/// A handler that reports each start (as [`reporting`] does) and then waits for a permit
+/// of the returned gate: `gate.add_permits(k)` lets k running jobs succeed.
+pub fn gated(
+    clock: Arc<dyn curlyq::Runtime>,
+) -> (
+    Arc<tokio::sync::Semaphore>,
+    impl Fn(Job) -> HandlerFuture + Send + Sync + 'static,
+    mpsc::UnboundedReceiver<Started>,
+) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let g = gate.clone();
+    let (handler, rx) = reporting(clock, move |_| {
+        let g = g.clone();
+        async move {
+            g.acquire().await.expect("open").forget();
+            Ok(())
+        }
+    });
+    (gate, handler, rx)
+}
+
 /// A simulated world: a manual clock and an in-memory backend on it.
 pub struct Sim {
     pub rt: Arc<ManualRuntime>,
@@ -125,6 +146,16 @@ impl Sim {
             queue,
             producer,
         }
+    }
+
+    /// Pushes `n` jobs whose payloads are "0", "1", ...; returns their IDs in order.
+    pub async fn push_numbered(&self, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let job = Job::new(format!("{i}"));
+            ids.push(self.producer.perform(job).await.unwrap());
+        }
+        ids
     }
 
     pub fn builder(&self) -> ConsumerBuilder {
