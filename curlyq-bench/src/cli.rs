@@ -177,7 +177,7 @@ impl Plan {
 }
 
 /// The tokio runtime a measurement runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Runtime {
     /// `tokio::runtime::Builder::new_multi_thread` with its default worker count (one per
     /// core): what `#[tokio::main]` gives.

@@ -89,6 +89,16 @@ pub(crate) struct ConsumeReport {
 }
 
 impl ConsumeReport {
+    /// The sampled latencies, with the rate the producer kept up (if one was measured).
+    pub(crate) fn latency(&self, producer_rate: Option<f64>) -> crate::report::Latency {
+        crate::report::Latency {
+            p50_us: self.p50_us,
+            p99_us: self.p99_us,
+            max_us: self.max_us,
+            producer_rate,
+        }
+    }
+
     /// The `RESULT` line.
     pub(crate) fn to_line(self) -> String {
         format!(

@@ -477,15 +477,12 @@ fn runs_cell(results: &Results, backend: Backend, row: Row) -> String {
 
 /// The main table: one row per measurement, one column per backend, Go's reference.
 pub(crate) fn table(results: &Results, ctx: &Context<'_>) -> String {
-    let mut out = String::from("| measurement |");
-    for b in ctx.backends {
-        let _ = write!(out, " {b} |");
-    }
-    out.push_str(" Go CurlyQ (reference, not measured in this run) |\n|---|");
-    for _ in ctx.backends {
-        out.push_str("---:|");
-    }
-    out.push_str("---:|\n");
+    let mut out = String::new();
+    header(
+        &mut out,
+        ctx.backends,
+        Some("Go CurlyQ (reference, not measured in this run)"),
+    );
     for row in rows(ctx.plan) {
         let _ = write!(out, "| {} |", label(row, ctx.plan));
         for &b in ctx.backends {
@@ -494,6 +491,20 @@ pub(crate) fn table(results: &Results, ctx: &Context<'_>) -> String {
         let _ = writeln!(out, " {} |", go_reference(row));
     }
     out
+}
+
+/// Writes a table's header row and separator: the measurement, one right-aligned column
+/// per backend, then `last` if given.
+fn header(out: &mut String, backends: &[Backend], last: Option<&str>) {
+    out.push_str("| measurement |");
+    for b in backends {
+        let _ = write!(out, " {b} |");
+    }
+    if let Some(last) = last {
+        let _ = write!(out, " {last} |");
+    }
+    let columns = backends.len() + usize::from(last.is_some());
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(columns));
 }
 
 /// The whole report: header, the table, how to read it, the options, every run.
@@ -635,18 +646,12 @@ pub(crate) fn document(results: &Results, ctx: &Context<'_>) -> String {
          `poller_poll_duration` 5 s, `scheduler_poll_interval` 5 s (the scheduler also wakes at \
          the earliest due time), `scheduler_max_jobs` 50, `heartbeat_interval` 1 min, \
          `custodian_poll_interval` 1 min. Backends are made with `curlyq::connect_redis_rs` / \
-         `curlyq::connect_fred` and their default settings, on tokio's multi-threaded runtime.\n\n",
+         `curlyq::connect_fred` and their default settings, on tokio's multi-threaded runtime \
+         (except in the rows marked current-thread).\n\n",
         buffers.join(", ")
     );
-    out.push_str("## Every run\n\n| measurement |");
-    for b in ctx.backends {
-        let _ = write!(out, " {b} |");
-    }
-    out.push_str("\n|---|");
-    for _ in ctx.backends {
-        out.push_str("---:|");
-    }
-    out.push('\n');
+    out.push_str("## Every run\n\n");
+    header(&mut out, ctx.backends, None);
     for row in rows(plan) {
         if row == Row::Flatness {
             continue;

@@ -482,12 +482,7 @@ async fn steady(
         .await
         .context(|| format!("steady state at {rate} jobs/s with {backend}"))?;
     check_count(&report, jobs as u64 + 1)?;
-    Ok(Latency {
-        p50_us: report.p50_us,
-        p99_us: report.p99_us,
-        max_us: report.max_us,
-        producer_rate: Some(produced),
-    })
+    Ok(report.latency(Some(produced)))
 }
 
 /// Jobs pushed with `perform_after`, due over the plan's spread, and a running
@@ -519,10 +514,5 @@ async fn scheduled(
         .await
         .context(|| format!("scheduled jobs with {backend}"))?;
     check_count(&report, jobs as u64 + 1)?;
-    Ok(Latency {
-        p50_us: report.p50_us,
-        p99_us: report.p99_us,
-        max_us: report.max_us,
-        producer_rate: None,
-    })
+    Ok(report.latency(None))
 }
