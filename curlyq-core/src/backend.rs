@@ -67,6 +67,12 @@ impl ConsumerId {
         ConsumerId(crate::job::random_uuid().into())
     }
 
+    /// A fresh random ID drawn from `rng` (a seeded consumer core makes the same IDs
+    /// every run).
+    pub fn random_from(rng: &mut impl rand::Rng) -> Self {
+        ConsumerId(crate::job::uuid_from(rng.random()).into())
+    }
+
     /// Wraps an existing ID (tests and tools).
     pub fn from_string(id: impl Into<String>) -> Self {
         ConsumerId(id.into().into())

@@ -12,7 +12,23 @@ use std::time::Duration;
 /// assert!(d >= Duration::from_secs(4) && d < Duration::from_secs(8));
 /// ```
 pub fn backoff(attempt: u32, max: Duration) -> Duration {
-    let jitter: f64 = rand::random::<f64>();
+    backoff_with_jitter(attempt, max, rand::random::<f64>())
+}
+
+/// [`backoff`] with the random part given: `jitter` in `[0, 1)` (values outside are
+/// clamped), so that a seeded consumer core computes exact delays.
+///
+/// ```
+/// use std::time::Duration;
+/// let week = Duration::from_secs(7 * 24 * 3600);
+/// assert_eq!(curlyq_core::backoff_with_jitter(3, week, 0.5), Duration::from_secs(6));
+/// ```
+pub fn backoff_with_jitter(attempt: u32, max: Duration, jitter: f64) -> Duration {
+    let jitter = if jitter.is_nan() {
+        0.0
+    } else {
+        jitter.clamp(0.0, 1.0)
+    };
     scaled(attempt, 1.0 + jitter, max)
 }
 

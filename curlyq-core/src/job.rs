@@ -49,7 +49,12 @@ impl fmt::Debug for Job {
 /// generator (a CSPRNG seeded from the OS) rather than one `getrandom` system call per
 /// ID, which mattered at 100,000s of jobs per second.
 pub(crate) fn random_uuid() -> String {
-    uuid::Builder::from_random_bytes(rand::random())
+    uuid_from(rand::random())
+}
+
+/// A UUIDv4 string made of 16 random bytes.
+pub(crate) fn uuid_from(bytes: [u8; 16]) -> String {
+    uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .to_string()
 }

@@ -9,20 +9,19 @@
 
 mod backend;
 mod backoff;
-mod consumer;
+pub mod consumer;
 mod error;
 mod job;
 mod options;
 mod producer;
 pub mod runtime;
 mod snapshot;
-mod sync;
 
 pub use backend::{
     ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep, QueueBackend,
     QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter, MAX_BATCH,
 };
-pub use backoff::{backoff, backoff_bounds};
+pub use backoff::{backoff, backoff_bounds, backoff_with_jitter};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};
 pub use error::{
     BackendError, BoxError, ConfigError, ConsumeError, DecodeError, LoopName, ProduceError,

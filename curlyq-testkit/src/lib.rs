@@ -5,6 +5,7 @@ pub mod contract;
 mod manual;
 mod memory;
 mod redis_server;
+pub mod sim;
 
 pub use manual::{ManualRuntime, SETTLE_YIELDS};
 pub use memory::{orphan_kill_reason, FailWhen, InjectedFailure, MemoryBackend, Operation};

@@ -64,6 +64,8 @@ pub enum Operation {
     TrimDead,
     /// [`QueueBackend::unregister`].
     Unregister,
+    /// [`QueueBackend::settings_warnings`].
+    SettingsWarnings,
 }
 
 /// A predicate deciding which operations fail (see [`MemoryBackend::set_failing`]).
@@ -411,6 +413,13 @@ impl MemoryBackend {
     /// Appends `id` to the active list as it is (no data written, no signal set).
     pub fn push_raw_active(&self, queue: &QueueName, id: &str) {
         self.edit(queue, |q| q.active.push_back(id.to_owned()));
+    }
+
+    /// Whether the signal of `queue` is set (no fault hooks, no call counted).
+    pub fn signal(&self, queue: &QueueName) -> bool {
+        lock(&self.shared.queues)
+            .get(queue)
+            .is_some_and(|q| q.signal)
     }
 
     /// Sets or clears the signal directly (waking waiters when set).

@@ -1,0 +1,262 @@
+//! The async driver: the one place a consumer awaits. It owns a [`ConsumerCore`], makes
+//! the backend calls the core asks for (concurrently), runs the blocking wait on its own
+//! [`Waiter`], spawns handlers on the [`Runtime`] (they report back on a channel),
+//! sleeps until the core's next timer, and feeds every result back to the core.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use futures::channel::mpsc;
+use futures::future::{AbortHandle, Abortable};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tracing::{info_span, Instrument};
+
+use crate::backend::{QueueBackend, QueueName, Waiter};
+use crate::error::{BackendError, ConsumeError};
+use crate::job::Job;
+use crate::runtime::{BoxFuture, Runtime};
+
+use super::machine::ConsumerCore;
+use super::protocol::{BackendCall, CallId, Command, HandlerResult, Input, Reply, RunId};
+use super::stats::Published;
+use super::DynHandler;
+
+type CallFuture = BoxFuture<(CallId, Result<Reply, BackendError>)>;
+type WaitFuture = BoxFuture<(Result<bool, BackendError>, Option<Box<dyn Waiter>>)>;
+
+/// Drives one core until it finishes.
+pub(super) struct Driver {
+    core: ConsumerCore,
+    backend: Arc<dyn QueueBackend>,
+    runtime: Arc<dyn Runtime>,
+    queue: QueueName,
+    handler: DynHandler,
+    calls: FuturesUnordered<CallFuture>,
+    /// The dedicated waiter, while no wait uses it.
+    waiter: Option<Box<dyn Waiter>>,
+    wait: Option<(CallId, WaitFuture)>,
+    handlers: HashMap<RunId, AbortHandle>,
+    done_tx: mpsc::UnboundedSender<(RunId, HandlerResult)>,
+    done_rx: mpsc::UnboundedReceiver<(RunId, HandlerResult)>,
+    /// The core's next timer and the sleep for it.
+    timer: Option<(SystemTime, BoxFuture<()>)>,
+}
+
+impl Driver {
+    pub(super) fn new(
+        core: ConsumerCore,
+        backend: Arc<dyn QueueBackend>,
+        runtime: Arc<dyn Runtime>,
+        queue: QueueName,
+        handler: DynHandler,
+    ) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded();
+        Driver {
+            core,
+            backend,
+            runtime,
+            queue,
+            handler,
+            calls: FuturesUnordered::new(),
+            waiter: None,
+            wait: None,
+            handlers: HashMap::new(),
+            done_tx,
+            done_rx,
+            timer: None,
+        }
+    }
+
+    /// Runs until the core finishes; `shutdown` completing asks for a graceful stop.
+    pub(super) async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+        published: &Published,
+    ) -> Result<(), ConsumeError> {
+        let mut shutdown = std::pin::pin!(shutdown.fuse());
+        let mut shutdown_seen = false;
+        let base = published.base();
+        loop {
+            while let Some(command) = self.core.poll_command() {
+                if let Some(result) = self.carry_out(command) {
+                    published.set_stats(&base, &self.core.stats());
+                    for (_, handle) in self.handlers.drain() {
+                        handle.abort();
+                    }
+                    return result;
+                }
+            }
+            published.set_stats(&base, &self.core.stats());
+            if published.current().as_ref() != self.core.consumer_id() {
+                published.set_current(self.core.consumer_id().cloned());
+            }
+            self.arm_timer();
+            let (now, input) = std::future::poll_fn(|cx| {
+                if let Poll::Ready(Some((run, result))) = self.done_rx.poll_next_unpin(cx) {
+                    return Poll::Ready((None, Input::HandlerFinished { run, result }));
+                }
+                if let Poll::Ready(Some((call, result))) = self.calls.poll_next_unpin(cx) {
+                    return Poll::Ready((None, Input::Reply { call, result }));
+                }
+                if let Some((call, wait)) = self.wait.as_mut() {
+                    if let Poll::Ready((result, waiter)) = wait.poll_unpin(cx) {
+                        let call = *call;
+                        self.wait = None;
+                        self.waiter = waiter;
+                        let result = result.map(Reply::Signal);
+                        return Poll::Ready((None, Input::Reply { call, result }));
+                    }
+                }
+                if !shutdown_seen && shutdown.as_mut().poll(cx).is_ready() {
+                    shutdown_seen = true;
+                    return Poll::Ready((None, Input::Shutdown));
+                }
+                if let Some((at, sleep)) = self.timer.as_mut() {
+                    if sleep.poll_unpin(cx).is_ready() {
+                        let at = *at;
+                        self.timer = None;
+                        return Poll::Ready((Some(at), Input::Timeout));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            // A timer that fired counts as its deadline at least, so that the core sees
+            // it due even on a clock a little behind the runtime's timers.
+            let clock = self.runtime.now();
+            let now = now.map_or(clock, |at| at.max(clock));
+            self.core.handle(now, input);
+            // Handlers that ended meanwhile go in the same round (their outcomes then
+            // share one flush).
+            while let Ok((run, result)) = self.done_rx.try_recv() {
+                self.core
+                    .handle(now, Input::HandlerFinished { run, result });
+            }
+        }
+    }
+
+    /// Carries out one command; `Some` when the core finished.
+    fn carry_out(&mut self, command: Command) -> Option<Result<(), ConsumeError>> {
+        match command {
+            Command::Call { id, call } => self.call(id, call),
+            // Dropping the wait drops its waiter (its connection) too.
+            Command::CancelWait { id } if self.wait.as_ref().is_some_and(|(w, _)| *w == id) => {
+                self.wait = None;
+            }
+            Command::CancelWait { .. } => {}
+            Command::StartHandler { run, job } => self.start_handler(run, job),
+            Command::CancelHandler { run } => {
+                if let Some(handle) = self.handlers.remove(&run) {
+                    handle.abort();
+                }
+            }
+            Command::Finished(result) => return Some(result),
+            // `Command` is non-exhaustive for users; this crate knows every variant.
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        None
+    }
+
+    fn call(&mut self, id: CallId, call: BackendCall) {
+        if let BackendCall::Wait {
+            timeout,
+            fresh_waiter,
+        } = call
+        {
+            let waiter = if fresh_waiter {
+                None
+            } else {
+                self.waiter.take()
+            };
+            self.waiter = None;
+            let (backend, queue) = (self.backend.clone(), self.queue.clone());
+            let wait: WaitFuture = Box::pin(wait_on(backend, queue, waiter, timeout));
+            self.wait = Some((id, wait));
+            return;
+        }
+        let (backend, queue) = (self.backend.clone(), self.queue.clone());
+        self.calls.push(Box::pin(async move {
+            (id, call.execute(&*backend, &queue).await)
+        }));
+    }
+
+    fn start_handler(&mut self, run: RunId, job: Job) {
+        let span = info_span!("job", queue = %self.queue, job_id = %job.id, attempt = job.attempt);
+        let (handle, registration) = AbortHandle::new_pair();
+        let handler = self.handler.clone();
+        let done = self.done_tx.clone();
+        let task = async move {
+            let result = run_handler(&handler, job).await;
+            // The receiver lives as long as the driver; after it, nobody needs this.
+            let _ = done.unbounded_send((run, result));
+        }
+        .instrument(span);
+        self.handlers.insert(run, handle);
+        self.runtime
+            .spawn(Box::pin(Abortable::new(task, registration).map(|_| ())));
+    }
+
+    /// Points the timer at the core's next deadline (a new sleep only when it moved).
+    fn arm_timer(&mut self) {
+        let deadline = self.core.poll_timeout();
+        if self.timer.as_ref().map(|(at, _)| *at) == deadline {
+            return;
+        }
+        self.timer = deadline.map(|at| {
+            let delay = at
+                .duration_since(self.runtime.now())
+                .unwrap_or(Duration::ZERO);
+            (at, self.runtime.sleep(delay))
+        });
+    }
+}
+
+/// One blocking wait, making the waiter first when there is none; gives the waiter back
+/// unless the wait failed (its connection may be broken).
+async fn wait_on(
+    backend: Arc<dyn QueueBackend>,
+    queue: QueueName,
+    waiter: Option<Box<dyn Waiter>>,
+    timeout: Duration,
+) -> (Result<bool, BackendError>, Option<Box<dyn Waiter>>) {
+    let mut waiter = match waiter {
+        Some(w) => w,
+        None => match backend.waiter(&queue).await {
+            Ok(w) => w,
+            Err(e) => return (Err(e), None),
+        },
+    };
+    match waiter.wait(timeout).await {
+        Ok(seen) => (Ok(seen), Some(waiter)),
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// Runs the handler, turning an error or a panic into its message.
+async fn run_handler(handler: &DynHandler, job: Job) -> HandlerResult {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(job))) {
+        Ok(fut) => fut,
+        Err(panic) => return HandlerResult::Panicked(panic_message(&*panic)),
+    };
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(())) => HandlerResult::Succeeded,
+        Ok(Err(e)) => HandlerResult::Failed(e.to_string()),
+        Err(panic) => HandlerResult::Panicked(panic_message(&*panic)),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_string()
+    }
+}

@@ -1,0 +1,250 @@
+//! The processor's job side: the buffer of taken jobs, the handler slots (a slot stays
+//! taken from a job's start until its outcome is recorded), starting handlers with
+//! bounded concurrency, turning each run's end into an outcome, and confirming the
+//! registration before a job starts after a long silence.
+
+use std::collections::{HashMap, VecDeque};
+
+use rand::Rng;
+use tracing::{debug, warn};
+
+use crate::backend::{ConsumerId, KillJob, Registration, RetryJob, TakenJob};
+use crate::error::BackendError;
+use crate::job::Job;
+
+use super::machine::{ConsumerCore, Purpose, Requester};
+use super::outcomes::Outcome;
+use super::policy::{after_failure, buffered_fate, AfterFailure, BufferedFate};
+use super::protocol::{BackendCall, Command, HandlerResult, Reply, RunId};
+
+/// A taken job and the consumer ID it was taken under (its outcome goes to that ID's
+/// in-flight set).
+#[derive(Debug)]
+pub(super) struct Delivery {
+    pub(super) consumer: ConsumerId,
+    pub(super) taken: TakenJob,
+}
+
+/// A busy handler slot.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) consumer: ConsumerId,
+    pub(super) id: String,
+    /// The stored bytes, decoded again for a retry (a failure is rare, so the handler
+    /// gets the job itself rather than a copy).
+    data: Option<Vec<u8>>,
+    /// The handler runs (else the slot waits for its outcome to be recorded).
+    pub(super) running: bool,
+}
+
+/// The registration check before a job starts after a long silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Confirm {
+    #[default]
+    Idle,
+    InFlight,
+    /// A check ended (whatever it found): the next job may start.
+    Passed,
+}
+
+/// The processor's jobs.
+#[derive(Debug, Default)]
+pub(super) struct Jobs {
+    pub(super) buffer: VecDeque<Delivery>,
+    pub(super) slots: HashMap<RunId, Slot>,
+    pub(super) confirm: Confirm,
+}
+
+impl Jobs {
+    pub(super) fn busy_slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(super) fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    pub(super) fn running(&self) -> usize {
+        self.slots.values().filter(|s| s.running).count()
+    }
+}
+
+const MISSING_DATA: &str =
+    "job data missing: the ID was in the active list but the data hash has no field for it";
+
+impl ConsumerCore {
+    /// Starts buffered jobs while a slot is free.
+    pub(super) fn drive_jobs(&mut self) {
+        while !self.is_stopping()
+            && self.jobs.slots.len() < self.opts.processor_concurrency
+            && !self.jobs.buffer.is_empty()
+        {
+            if self.ids.may_be_reaped(self.unix_now()) && self.jobs.confirm != Confirm::Passed {
+                if self.jobs.confirm == Confirm::Idle && !self.joining {
+                    self.confirm_registration();
+                }
+                return;
+            }
+            self.jobs.confirm = Confirm::Idle;
+            let Some(delivery) = self.jobs.buffer.pop_front() else {
+                return;
+            };
+            match buffered_fate(self.ids.is_reaped(&delivery.consumer), false) {
+                BufferedFate::Skip => {
+                    self.stats.not_owned += 1;
+                    self.ids.release(&delivery.consumer, 1);
+                    warn!(queue = %self.queue, job_id = %delivery.taken.id,
+                        "curlyq skipped a job taken before this consumer was reaped; it was handed on");
+                }
+                BufferedFate::Run | BufferedFate::GiveBack => self.start_job(delivery),
+            }
+        }
+    }
+
+    /// Asks whether the current ID is still registered before a job runs after a long
+    /// silence (the process was stopped, or Redis unreachable).
+    fn confirm_registration(&mut self) {
+        self.jobs.confirm = Confirm::InFlight;
+        let id = self.ids.current().clone();
+        let sent = self.unix_now();
+        self.call(
+            BackendCall::Register {
+                consumer: id.clone(),
+                now: sent,
+                mode: Registration::Heartbeat,
+            },
+            Purpose::Confirm { id, sent },
+        );
+    }
+
+    pub(super) fn on_confirmed(
+        &mut self,
+        id: ConsumerId,
+        sent: f64,
+        result: Result<Reply, BackendError>,
+    ) {
+        match result {
+            Ok(Reply::Registered(false)) => {
+                if self.rejoin(&id, Requester::Confirm) {
+                    return;
+                }
+            }
+            Ok(_) => {
+                if id == *self.ids.current() {
+                    self.ids.confirmed(sent);
+                }
+            }
+            // If Redis cannot say, the job runs (at least once).
+            Err(e) => debug!(error = %e, "curlyq could not confirm its registration"),
+        }
+        self.confirm_done(Ok(()));
+    }
+
+    pub(super) fn confirm_done(&mut self, step: Result<(), BackendError>) {
+        if let Err(e) = step {
+            debug!(error = %e, "curlyq rejoin after a long silence failed");
+        }
+        self.jobs.confirm = Confirm::Passed;
+    }
+
+    fn start_job(&mut self, delivery: Delivery) {
+        let Delivery {
+            consumer,
+            taken: TakenJob { id, data },
+        } = delivery;
+        let run = RunId(self.next_run);
+        self.next_run += 1;
+        let decoded = data.as_deref().map(Job::decode);
+        let mut slot = Slot {
+            consumer: consumer.clone(),
+            id: id.clone(),
+            data: None,
+            running: false,
+        };
+        let reason = match decoded {
+            None => MISSING_DATA.to_string(),
+            Some(Err(e)) => format!("undecodable job data (kept as stored): {e}"),
+            Some(Ok(mut job)) => {
+                if job.id != id {
+                    warn!(queue = %self.queue, job_id = %id, stored_id = %job.id,
+                        "curlyq job's stored ID differs from its key; using the key");
+                    job.id = id;
+                }
+                slot.data = data;
+                slot.running = true;
+                self.jobs.slots.insert(run, slot);
+                self.command(Command::StartHandler { run, job });
+                return;
+            }
+        };
+        warn!(queue = %self.queue, job_id = %id, "{reason}");
+        self.jobs.slots.insert(run, slot);
+        let kill = KillJob {
+            id,
+            data: None,
+            reason,
+        };
+        self.submit(run, consumer, Outcome::Kill(kill));
+    }
+
+    pub(super) fn on_handler_finished(&mut self, run: RunId, result: HandlerResult) {
+        let Some(slot) = self.jobs.slots.get_mut(&run).filter(|s| s.running) else {
+            // Cancelled at the end of the grace period: its job was given back.
+            return;
+        };
+        slot.running = false;
+        let (id, consumer, data) = (slot.id.clone(), slot.consumer.clone(), slot.data.take());
+        let reason = match result {
+            HandlerResult::Succeeded => return self.submit(run, consumer, Outcome::Ack(id)),
+            HandlerResult::Failed(e) => format!("handler error: {e}"),
+            HandlerResult::Panicked(p) => format!("handler panicked: {p}"),
+        };
+        let outcome = self.after_failure(id, data, reason);
+        self.submit(run, consumer, outcome);
+    }
+
+    /// Retry (with the attempt counted) or kill a job whose run failed.
+    fn after_failure(&mut self, id: String, data: Option<Vec<u8>>, reason: String) -> Outcome {
+        let Some(Ok(mut next)) = data.as_deref().map(Job::decode) else {
+            // Decoded once already, so this cannot happen; kill rather than panic.
+            return Outcome::Kill(KillJob {
+                id,
+                data: None,
+                reason,
+            });
+        };
+        next.id = id;
+        let attempt = next.attempt;
+        next.attempt = attempt.saturating_add(1);
+        let o = &self.opts;
+        let (max_attempts, max_backoff) = (o.job_max_attempts, o.job_max_backoff);
+        let jitter = self.rng.random::<f64>();
+        match after_failure(attempt, max_attempts, max_backoff, jitter) {
+            AfterFailure::Retry(delay) => {
+                debug!(queue = %self.queue, job_id = %next.id, attempt, error = %reason,
+                    retry_in = ?delay, "curlyq job failed; retrying");
+                Outcome::Retry(RetryJob {
+                    data: next.encode(),
+                    at: self.unix_now() + delay.as_secs_f64(),
+                    id: next.id,
+                })
+            }
+            AfterFailure::Kill => {
+                warn!(queue = %self.queue, job_id = %next.id, attempt, error = %reason,
+                    "curlyq job failed for the last time; killed");
+                Outcome::Kill(KillJob {
+                    data: Some(next.encode()),
+                    id: next.id,
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Frees the slot of `run` (its outcome is recorded or given up).
+    pub(super) fn free_slot(&mut self, run: RunId) {
+        if let Some(slot) = self.jobs.slots.remove(&run) {
+            self.ids.release(&slot.consumer, 1);
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! [`ConsumerCore`]: the five loops of a consumer as one state machine, with no I/O, no
+//! clock and no runtime. It is fed [`Input`]s with the time they happened, asks for
+//! work through [`Command`]s, and says when it next needs waking.
+//!
+//! This file owns the core's state, its entry points and the bookkeeping of backend
+//! calls; each loop's decisions live in the file named for it (`heartbeat.rs`,
+//! `scheduler.rs`, `custodian.rs`, `poller.rs`, `jobs.rs`, `outcomes.rs`, `shutdown.rs`).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tracing::{debug, error, info, warn};
+
+use crate::backend::{ConsumerId, QueueName, Registration};
+use crate::error::{BackendError, ConfigError, ConsumeError};
+use crate::options::ConsumerOptions;
+use crate::runtime::unix_seconds;
+
+use super::custodian::Custodian;
+use super::heartbeat::Heartbeat;
+use super::identity::Identities;
+use super::jobs::Jobs;
+use super::outcomes::Outcomes;
+use super::policy::consumer_expiry;
+use super::poller::Poller;
+use super::protocol::{BackendCall, CallId, Command, Input, Reply};
+use super::scheduler::Scheduler;
+use super::shutdown::Stopping;
+use super::stats::ConsumerStats;
+
+/// The consumer's five loops (heartbeat, scheduler, custodian, poller, processor) as a
+/// pure state machine.
+///
+/// Feed it with [`handle`](Self::handle) (each [`Input`] with the time it happened),
+/// carry out what [`poll_command`](Self::poll_command) returns until it returns `None`,
+/// and call `handle(now, Input::Timeout)` at [`poll_timeout`](Self::poll_timeout). It
+/// never reads a clock, never waits and never draws from a global random source: the
+/// backoff jitter and fresh consumer IDs come from the seed it was made with, so a run is
+/// exactly reproducible. [`Consumer`](crate::Consumer) drives one with an async driver;
+/// the testkit's simulator drives several with simulated time.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use curlyq_core::consumer::{BackendCall, Command, ConsumerCore, Input, Reply};
+/// use curlyq_core::{ConsumerOptions, QueueName};
+///
+/// let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// let queue = QueueName::new("emails").unwrap();
+/// let mut core = ConsumerCore::new(queue, ConsumerOptions::default(), 42, t0).unwrap();
+/// // First it joins the queue.
+/// let Some(Command::Call { id, call: BackendCall::Register { .. } }) = core.poll_command()
+/// else { panic!("expected the join") };
+/// core.handle(t0, Input::Reply { call: id, result: Ok(Reply::Registered(true)) });
+/// // Then the loops start: the settings check, the scheduler, the custodian, a take.
+/// let mut calls = Vec::new();
+/// while let Some(Command::Call { call, .. }) = core.poll_command() {
+///     calls.push(call);
+/// }
+/// assert!(calls.iter().any(|c| matches!(c, BackendCall::Take { max: 15, .. })));
+/// // The heartbeat is due one interval after the start.
+/// assert!(core.poll_timeout().unwrap() <= t0 + Duration::from_secs(60));
+/// ```
+#[derive(Debug)]
+pub struct ConsumerCore {
+    pub(super) queue: QueueName,
+    pub(super) opts: ConsumerOptions,
+    pub(super) rng: StdRng,
+    /// The time of the input being handled.
+    pub(super) now: SystemTime,
+    pub(super) phase: Phase,
+    pub(super) ids: Identities,
+    pub(super) stats: ConsumerStats,
+    /// What each call in flight is for.
+    calls: HashMap<CallId, Purpose>,
+    next_call: u64,
+    pub(super) next_run: u64,
+    out: VecDeque<Command>,
+    pub(super) heartbeat: Heartbeat,
+    pub(super) scheduler: Scheduler,
+    pub(super) custodian: Custodian,
+    pub(super) poller: Poller,
+    pub(super) jobs: Jobs,
+    pub(super) outcomes: Outcomes,
+    /// Set once shutdown began (asked for, or after a fatal error).
+    pub(super) stopping: Option<Stopping>,
+    /// The first fatal error, returned when the consumer has stopped.
+    pub(super) fatal: Option<ConsumeError>,
+    /// A join under a fresh ID (after a reaping or a lost take) is in flight.
+    pub(super) joining: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// The first registration is in flight.
+    Starting {
+        shutdown_asked: bool,
+    },
+    Running,
+    Finished,
+}
+
+/// Who asked for a rejoin after the current ID was found reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Requester {
+    Heartbeat,
+    Poller,
+    Confirm,
+}
+
+/// Why a fresh ID is being registered.
+#[derive(Debug, Clone)]
+pub(super) enum JoinReason {
+    /// The current ID (`stale`) was found reaped.
+    Reaped { stale: ConsumerId, by: Requester },
+    /// A take's outcome is unknown: retire the current ID.
+    Retire,
+}
+
+/// What a call in flight is for.
+#[derive(Debug)]
+pub(super) enum Purpose {
+    Start {
+        sent: f64,
+    },
+    Warnings,
+    Heartbeat {
+        id: ConsumerId,
+        sent: f64,
+    },
+    Join {
+        fresh: ConsumerId,
+        sent: f64,
+        reason: JoinReason,
+    },
+    Confirm {
+        id: ConsumerId,
+        sent: f64,
+    },
+    Due {
+        now: f64,
+    },
+    Orphans,
+    Trim,
+    Take {
+        consumer: ConsumerId,
+        max: usize,
+    },
+    Wait,
+    Outcome {
+        group: usize,
+    },
+    GiveBack {
+        consumer: ConsumerId,
+        ids: Vec<String>,
+        tries: u32,
+    },
+    Tend {
+        id: ConsumerId,
+        heartbeat: bool,
+    },
+    Unregister {
+        id: ConsumerId,
+    },
+}
+
+impl ConsumerCore {
+    /// A core for `queue` with checked `options`, its randomness seeded by `seed`; `now`
+    /// is the time of its first registration, which is its first command.
+    ///
+    /// # Errors
+    /// The first option out of range.
+    pub fn new(
+        queue: QueueName,
+        options: ConsumerOptions,
+        seed: u64,
+        now: SystemTime,
+    ) -> Result<Self, ConfigError> {
+        options.validate()?;
+        Ok(Self::from_checked(queue, options, seed, now))
+    }
+
+    /// [`new`](Self::new) with options the builder already checked.
+    pub(crate) fn from_checked(
+        queue: QueueName,
+        options: ConsumerOptions,
+        seed: u64,
+        now: SystemTime,
+    ) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let first = ConsumerId::random_from(&mut rng);
+        let expiry = consumer_expiry(&options);
+        let mut core = ConsumerCore {
+            heartbeat: Heartbeat::new(&options),
+            scheduler: Scheduler::new(&options),
+            custodian: Custodian::new(&options),
+            poller: Poller::new(&options),
+            jobs: Jobs::default(),
+            outcomes: Outcomes::new(&options),
+            queue,
+            opts: options,
+            rng,
+            now,
+            phase: Phase::Starting {
+                shutdown_asked: false,
+            },
+            ids: Identities::new(first.clone(), expiry),
+            stats: ConsumerStats::default(),
+            calls: HashMap::new(),
+            next_call: 0,
+            next_run: 0,
+            out: VecDeque::new(),
+            stopping: None,
+            fatal: None,
+            joining: false,
+        };
+        let sent = core.unix_now();
+        core.call(
+            BackendCall::Register {
+                consumer: first,
+                now: sent,
+                mode: Registration::Join,
+            },
+            Purpose::Start { sent },
+        );
+        core
+    }
+
+    /// Feeds what happened at `now` (a time earlier than one already seen counts as
+    /// that one: the core's time never goes back).
+    pub fn handle(&mut self, now: SystemTime, input: Input) {
+        if now > self.now {
+            self.now = now;
+        }
+        match input {
+            Input::Timeout => {}
+            Input::Reply { call, result } => {
+                // A reply to a call the core no longer waits for (a cancelled wait) is
+                // dropped.
+                if let Some(purpose) = self.calls.remove(&call) {
+                    self.on_reply(purpose, result);
+                }
+            }
+            Input::HandlerFinished { run, result } => self.on_handler_finished(run, result),
+            Input::Shutdown => self.begin_shutdown(),
+        }
+        self.drive();
+    }
+
+    /// The next thing to do, if any. Call it until it returns `None` after every
+    /// [`handle`](Self::handle).
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.out.pop_front()
+    }
+
+    /// When to call [`handle`](Self::handle) with [`Input::Timeout`] at the latest, if
+    /// nothing else happens first (`None`: only inputs move the core on).
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        if self.phase != Phase::Running {
+            return None;
+        }
+        [
+            self.heartbeat.next_at,
+            self.scheduler.next_at,
+            self.custodian.next_at,
+            self.poller.next_at,
+            self.outcomes.retry_at,
+            self.stopping.as_ref().and_then(Stopping::next_timer),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The consumer ID it is registered under (`None` before the first registration
+    /// succeeded and once it stopped).
+    pub fn consumer_id(&self) -> Option<&ConsumerId> {
+        (self.phase == Phase::Running).then(|| self.ids.current())
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats
+    }
+
+    /// Whether it has stopped (it sent [`Command::Finished`]).
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// How many handler runs are in progress (started, not yet finished or cancelled).
+    pub fn running_handlers(&self) -> usize {
+        self.jobs.running()
+    }
+
+    /// How many taken jobs wait for a free handler slot.
+    pub fn buffered_jobs(&self) -> usize {
+        self.jobs.buffered()
+    }
+
+    /// How many backend calls are in flight.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    // ----- shared helpers of the loop files -----
+
+    pub(super) fn unix_now(&self) -> f64 {
+        unix_seconds(self.now)
+    }
+
+    /// Whether a timer set for `at` has come.
+    pub(super) fn due(&self, at: Option<SystemTime>) -> bool {
+        at.is_some_and(|at| at <= self.now)
+    }
+
+    /// The time `delay` from now (`None` if it cannot be represented: never).
+    pub(super) fn after(&self, delay: Duration) -> Option<SystemTime> {
+        self.now.checked_add(delay)
+    }
+
+    /// Asks for a backend call made for `purpose`.
+    pub(super) fn call(&mut self, call: BackendCall, purpose: Purpose) -> CallId {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        self.calls.insert(id, purpose);
+        self.out.push_back(Command::Call { id, call });
+        id
+    }
+
+    /// Forgets a call in flight (its reply will be dropped).
+    pub(super) fn forget_call(&mut self, id: CallId) {
+        self.calls.remove(&id);
+    }
+
+    pub(super) fn command(&mut self, command: Command) {
+        self.out.push_back(command);
+    }
+
+    pub(super) fn is_stopping(&self) -> bool {
+        self.stopping.is_some()
+    }
+
+    /// Records the first fatal error and starts shutdown.
+    pub(super) fn abort(&mut self, err: ConsumeError) {
+        error!(queue = %self.queue, error = %err, "curlyq consumer stopping");
+        if self.fatal.is_none() {
+            self.fatal = Some(err);
+        }
+        self.begin_shutdown();
+    }
+
+    /// Registers `fresh` for `reason` (one such join at a time).
+    pub(super) fn join_fresh(&mut self, fresh: ConsumerId, reason: JoinReason) {
+        let sent = self.unix_now();
+        self.joining = true;
+        self.call(
+            BackendCall::Register {
+                consumer: fresh.clone(),
+                now: sent,
+                mode: Registration::Join,
+            },
+            Purpose::Join {
+                fresh,
+                sent,
+                reason,
+            },
+        );
+    }
+
+    /// Asks for a rejoin after `stale` was found reaped. Returns `false` when there is
+    /// nothing to wait for: another join is in flight, or `stale` is no longer current.
+    pub(super) fn rejoin(&mut self, stale: &ConsumerId, by: Requester) -> bool {
+        self.ids.mark_reaped(stale);
+        if self.joining || self.ids.current() != stale {
+            return false;
+        }
+        let fresh = ConsumerId::random_from(&mut self.rng);
+        let stale = stale.clone();
+        self.join_fresh(fresh, JoinReason::Reaped { stale, by });
+        true
+    }
+
+    // ----- dispatch -----
+
+    fn on_reply(&mut self, purpose: Purpose, result: Result<Reply, BackendError>) {
+        match purpose {
+            Purpose::Start { sent } => self.on_started(sent, result),
+            Purpose::Warnings => match result {
+                Ok(Reply::Warnings(warnings)) => {
+                    for warning in warnings {
+                        warn!(queue = %self.queue, "curlyq: {warning}");
+                    }
+                }
+                Ok(other) => {
+                    debug!(reply = ?other, "curlyq: unexpected reply to the settings check")
+                }
+                // Reading settings may be refused (an ACL without INFO); that is no
+                // reason not to run.
+                Err(e) => debug!(error = %e, "curlyq could not read the store's settings"),
+            },
+            Purpose::Heartbeat { id, sent } => self.on_heartbeat(id, sent, result),
+            Purpose::Join {
+                fresh,
+                sent,
+                reason,
+            } => self.on_joined(fresh, sent, reason, result),
+            Purpose::Confirm { id, sent } => self.on_confirmed(id, sent, result),
+            Purpose::Due { now } => self.on_due(now, result),
+            Purpose::Orphans => self.on_orphans(result),
+            Purpose::Trim => self.on_trimmed(result),
+            Purpose::Take { consumer, max } => self.on_taken(consumer, max, result),
+            Purpose::Wait => self.on_waited(result),
+            Purpose::Outcome { group } => self.on_recorded(group, result),
+            Purpose::GiveBack {
+                consumer,
+                ids,
+                tries,
+            } => self.on_given_back(consumer, ids, tries, result),
+            Purpose::Tend { id, heartbeat } => self.on_tended(id, heartbeat, result),
+            Purpose::Unregister { id } => self.on_unregistered(id, result),
+        }
+    }
+
+    fn on_started(&mut self, sent: f64, result: Result<Reply, BackendError>) {
+        let shutdown_asked = match self.phase {
+            Phase::Starting { shutdown_asked } => shutdown_asked,
+            _ => return,
+        };
+        match result {
+            Ok(_) => {
+                self.phase = Phase::Running;
+                self.ids.confirmed(sent);
+                info!(queue = %self.queue, consumer = %self.ids.current(), "curlyq consumer started");
+                self.call(BackendCall::SettingsWarnings, Purpose::Warnings);
+                let now = self.now;
+                self.heartbeat.start(now, &self.opts);
+                self.scheduler.next_at = Some(now);
+                self.custodian.next_at = Some(now);
+                self.poller.next_at = Some(now);
+                if shutdown_asked {
+                    self.begin_shutdown();
+                }
+            }
+            Err(e) => self.finish(Err(ConsumeError::Startup(e))),
+        }
+    }
+
+    /// Starts every step that is due, in a fixed order.
+    fn drive(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.drive_heartbeat();
+        self.drive_scheduler();
+        self.drive_custodian();
+        self.drive_jobs();
+        self.drive_poller();
+        self.drive_outcomes();
+        self.drive_shutdown();
+    }
+
+    /// Asks for the last command and stops.
+    pub(super) fn finish(&mut self, result: Result<(), ConsumeError>) {
+        self.phase = Phase::Finished;
+        self.calls.clear();
+        self.out.push_back(Command::Finished(result));
+    }
+
+    /// Marks a shutdown asked for before the consumer started.
+    pub(super) fn ask_shutdown_before_start(&mut self) -> bool {
+        if let Phase::Starting { shutdown_asked } = &mut self.phase {
+            *shutdown_asked = true;
+            return true;
+        }
+        false
+    }
+}

@@ -1,0 +1,301 @@
+//! The consumer's decisions as pure functions: retry or kill and the delay, when the
+//! scheduler wakes, how many jobs the poller may take, when the consumer may have been
+//! reaped, how outcomes are grouped into calls, and what becomes of a buffered job.
+//! Nothing here reads a clock or draws a random number: both come in as arguments.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tracing::warn;
+
+use crate::backend::{ConsumerId, DueReport};
+use crate::backoff::backoff_with_jitter;
+use crate::error::{BackendError, ConsumeError, LoopName};
+use crate::options::ConsumerOptions;
+
+/// What to do with a job whose run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// Run it again after this delay (its attempt count goes up by one).
+    Retry(Duration),
+    /// Move it to the dead set.
+    Kill,
+}
+
+/// A failed job at `attempt` (0 on its first run) is retried while `attempt` is below
+/// `max_attempts`, after Go CurlyQ's exponential backoff with `jitter` in `[0, 1)`.
+pub(crate) fn after_failure(
+    attempt: u32,
+    max_attempts: u32,
+    max_backoff: Duration,
+    jitter: f64,
+) -> AfterFailure {
+    if attempt < max_attempts {
+        AfterFailure::Retry(backoff_with_jitter(attempt, max_backoff, jitter))
+    } else {
+        AfterFailure::Kill
+    }
+}
+
+/// How long the scheduler sleeps after a step that moved `report.moved` jobs at `now`
+/// (Unix seconds): not at all when it hit its limit (more may be due), until the
+/// earliest due job when that is sooner than the poll interval (at least 1 ms), else
+/// the poll interval.
+pub(crate) fn scheduler_sleep(
+    report: DueReport,
+    now: f64,
+    max_jobs: usize,
+    poll_interval: Duration,
+) -> Duration {
+    if report.moved >= max_jobs {
+        return Duration::ZERO;
+    }
+    match report.next_due {
+        Some(next) if next - now < poll_interval.as_secs_f64() => {
+            Duration::from_secs_f64((next - now).max(0.001))
+        }
+        _ => poll_interval,
+    }
+}
+
+/// How many jobs the poller may take: the consumer holds at most `buffer + concurrency`
+/// taken jobs (those waiting in the buffer plus one per busy handler slot), so one take
+/// fills every idle slot and the buffer at once.
+pub(crate) fn poller_room(
+    buffer: usize,
+    concurrency: usize,
+    busy_slots: usize,
+    buffered: usize,
+) -> usize {
+    (buffer + concurrency).saturating_sub(busy_slots + buffered)
+}
+
+/// How long after its last heartbeat a consumer counts as expired (a custodian may then
+/// hand its jobs on): heartbeat interval plus consumer timeout.
+pub(crate) fn consumer_expiry(opts: &ConsumerOptions) -> Duration {
+    opts.heartbeat_interval + opts.custodian_consumer_timeout
+}
+
+/// Whether a consumer whose registration was last confirmed at `last_beat` may have been
+/// reaped by `now` (Unix seconds): longer ago than `expiry`.
+pub(crate) fn may_be_reaped(now: f64, last_beat: f64, expiry: Duration) -> bool {
+    now - last_beat > expiry.as_secs_f64()
+}
+
+/// What becomes of a job taken earlier and waiting in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BufferedFate {
+    /// Start it.
+    Run,
+    /// Drop it: it was taken under an ID that was reaped since, so a custodian handed
+    /// it on (running it here would only run it twice).
+    Skip,
+    /// Give it back to the queue unstarted (shutdown began).
+    GiveBack,
+}
+
+/// The fate of a buffered job taken under an ID that was (or not) reaped since.
+pub(crate) fn buffered_fate(taken_under_reaped_id: bool, stopping: bool) -> BufferedFate {
+    if taken_under_reaped_id {
+        BufferedFate::Skip
+    } else if stopping {
+        BufferedFate::GiveBack
+    } else {
+        BufferedFate::Run
+    }
+}
+
+/// Splits a batch of outcomes into groups of one kind and one consumer ID (one backend
+/// call each), in the order each group first appears, keeping the order within groups.
+pub(crate) fn group_by<T, K: PartialEq>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> (K, &ConsumerId),
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        let slot = groups.iter().position(|g| {
+            let (kind, consumer) = key(&g[0]);
+            let (k, c) = key(&item);
+            kind == k && consumer == c
+        });
+        match slot {
+            Some(i) => groups[i].push(item),
+            None => groups.push(vec![item]),
+        }
+    }
+    groups
+}
+
+/// Consecutive-failure accounting of one loop: the delay after each failure, and the
+/// error that stops the consumer when the loop reaches its max attempts (0 = never).
+#[derive(Debug, Clone)]
+pub(crate) struct LoopBackoff {
+    name: LoopName,
+    max_attempts: u32,
+    max_backoff: Duration,
+    attempts: u32,
+}
+
+impl LoopBackoff {
+    pub(crate) fn new(name: LoopName, max_attempts: u32, max_backoff: Duration) -> Self {
+        LoopBackoff {
+            name,
+            max_attempts,
+            max_backoff,
+            attempts: 0,
+        }
+    }
+
+    /// A step succeeded: the count starts again.
+    pub(crate) fn ok(&mut self) {
+        self.attempts = 0;
+    }
+
+    /// A step failed: the delay before the next, or the error that stops the consumer.
+    pub(crate) fn failed(
+        &mut self,
+        err: BackendError,
+        rng: &mut impl Rng,
+    ) -> Result<Duration, ConsumeError> {
+        self.attempts = self.attempts.saturating_add(1);
+        warn!(loop = %self.name, attempt = self.attempts, error = %err, "curlyq loop step failed");
+        if self.max_attempts > 0 && self.attempts >= self.max_attempts {
+            return Err(ConsumeError::LoopAborted {
+                name: self.name,
+                attempts: self.attempts,
+                last_error: err,
+            });
+        }
+        Ok(backoff_with_jitter(
+            self.attempts,
+            self.max_backoff,
+            rng.random::<f64>(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    #[test]
+    fn a_failure_below_max_attempts_retries_after_the_exact_backoff() {
+        // (1 + jitter) * 2^attempt / 2 seconds.
+        assert_eq!(
+            after_failure(0, 20, WEEK, 0.0),
+            AfterFailure::Retry(Duration::from_millis(500))
+        );
+        assert_eq!(
+            after_failure(3, 20, WEEK, 0.25),
+            AfterFailure::Retry(Duration::from_secs(5))
+        );
+        assert_eq!(
+            after_failure(19, 20, Duration::from_secs(60), 0.0),
+            AfterFailure::Retry(Duration::from_secs(60)),
+            "capped at the max backoff"
+        );
+        assert_eq!(after_failure(20, 20, WEEK, 0.0), AfterFailure::Kill);
+        assert_eq!(after_failure(0, 0, WEEK, 0.0), AfterFailure::Kill);
+    }
+
+    #[test]
+    fn a_seeded_rng_gives_the_same_delays_every_time() {
+        let delays = |seed| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            (0..5)
+                .map(|a| after_failure(a, 20, WEEK, rng.random::<f64>()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(delays(7), delays(7));
+        assert_ne!(delays(7), delays(8));
+    }
+
+    #[test]
+    fn the_scheduler_wakes_at_the_next_due_job_or_the_poll_interval() {
+        let poll = Duration::from_secs(5);
+        let report = |moved, next_due| DueReport { moved, next_due };
+        assert_eq!(
+            scheduler_sleep(report(50, None), 100.0, 50, poll),
+            Duration::ZERO
+        );
+        assert_eq!(scheduler_sleep(report(3, None), 100.0, 50, poll), poll);
+        assert_eq!(
+            scheduler_sleep(report(0, Some(102.0)), 100.0, 50, poll),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            scheduler_sleep(report(0, Some(105.0)), 100.0, 50, poll),
+            poll
+        );
+        assert_eq!(
+            scheduler_sleep(report(0, Some(99.0)), 100.0, 50, poll),
+            Duration::from_millis(1),
+            "a job already due: soon, but not a busy loop"
+        );
+    }
+
+    #[test]
+    fn the_poller_fills_idle_slots_and_the_buffer_and_no_more() {
+        assert_eq!(poller_room(1, 16, 0, 0), 17);
+        assert_eq!(poller_room(10, 5, 5, 10), 0);
+        assert_eq!(poller_room(10, 5, 2, 0), 13);
+        assert_eq!(poller_room(10, 5, 5, 12), 0, "never negative");
+    }
+
+    #[test]
+    fn expiry_is_heartbeat_interval_plus_consumer_timeout() {
+        let o = ConsumerOptions::default();
+        assert_eq!(consumer_expiry(&o), Duration::from_secs(120));
+        assert!(!may_be_reaped(220.0, 100.0, Duration::from_secs(120)));
+        assert!(may_be_reaped(220.5, 100.0, Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn a_buffered_job_of_a_reaped_id_is_skipped_even_at_shutdown() {
+        assert_eq!(buffered_fate(false, false), BufferedFate::Run);
+        assert_eq!(buffered_fate(false, true), BufferedFate::GiveBack);
+        assert_eq!(buffered_fate(true, false), BufferedFate::Skip);
+        assert_eq!(buffered_fate(true, true), BufferedFate::Skip);
+    }
+
+    #[test]
+    fn outcomes_group_by_kind_and_consumer_in_first_seen_order() {
+        let (a, b) = (ConsumerId::from_string("a"), ConsumerId::from_string("b"));
+        let items = vec![
+            ("ack", a.clone(), 1),
+            ("retry", a.clone(), 2),
+            ("ack", b.clone(), 3),
+            ("ack", a.clone(), 4),
+            ("retry", a.clone(), 5),
+        ];
+        let groups = group_by(items, |(kind, c, _)| (*kind, c));
+        let numbers: Vec<Vec<i32>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(_, _, n)| *n).collect())
+            .collect();
+        assert_eq!(numbers, vec![vec![1, 4], vec![2, 5], vec![3]]);
+    }
+
+    #[test]
+    fn a_loop_aborts_at_its_max_attempts_and_resets_on_success() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let err = || BackendError::Rejected("x".into());
+        let mut bo = LoopBackoff::new(LoopName::Poller, 3, Duration::from_secs(30));
+        let d1 = bo.failed(err(), &mut rng).unwrap();
+        assert!(d1 >= Duration::from_secs(1) && d1 < Duration::from_secs(2));
+        bo.ok();
+        bo.failed(err(), &mut rng).unwrap();
+        bo.failed(err(), &mut rng).unwrap();
+        assert!(matches!(
+            bo.failed(err(), &mut rng),
+            Err(ConsumeError::LoopAborted { attempts: 3, .. })
+        ));
+        let mut never = LoopBackoff::new(LoopName::Poller, 0, Duration::from_secs(30));
+        for _ in 0..100 {
+            assert!(never.failed(err(), &mut rng).unwrap() <= Duration::from_secs(30));
+        }
+    }
+}
