@@ -73,8 +73,8 @@ struct Node {
     crashed: bool,
     paused_until: Option<SystemTime>,
     result: Option<Result<(), ConsumeError>>,
-    /// Hanging runs, by job ID.
-    hanging: HashMap<String, RunId>,
+    /// Hanging runs (job ID, run), oldest first.
+    hanging: Vec<(String, RunId)>,
     /// Runs in progress: run -> job ID.
     runs: HashMap<RunId, String>,
     /// Jobs taken by this consumer and not yet settled by it.
@@ -233,7 +233,7 @@ impl Simulation {
             crashed: false,
             paused_until: None,
             result: None,
-            hanging: HashMap::new(),
+            hanging: Vec::new(),
             runs: HashMap::new(),
             held: HashSet::new(),
             exposed_until: None,
@@ -268,14 +268,22 @@ impl Simulation {
         n.paused_until = Some(n.paused_until.map_or(until, |u| u.max(until)));
     }
 
-    /// Ends the hanging run of `job_id` on `node` with `result`; whether there was one.
+    /// Ends the hanging run of `job_id` on `node` with `result` (the oldest, if the job
+    /// hangs there twice: a stale delivery and a newer one); whether there was one.
     pub fn complete(&mut self, node: NodeId, job_id: &str, result: HandlerResult) -> bool {
-        let Some(run) = self.nodes[node.0].hanging.remove(job_id) else {
+        let hanging = &mut self.nodes[node.0].hanging;
+        let Some(i) = hanging.iter().position(|(id, _)| id == job_id) else {
             return false;
         };
+        let (_, run) = hanging.remove(i);
         let at = self.now;
         self.at(at, Event::HandlerDone { node, run, result });
         true
+    }
+
+    /// A dump of `node`'s core state, for failure messages.
+    pub fn describe(&self, node: NodeId) -> String {
+        format!("{:#?}", self.nodes[node.0].core)
     }
 
     /// Whether `node` has stopped (by itself, or shut down).
@@ -404,7 +412,13 @@ impl Simulation {
 
     fn next_time(&self) -> Option<SystemTime> {
         let timers = (0..self.nodes.len()).filter_map(|i| self.timer_of(NodeId(i)));
-        self.events.keys().map(|k| k.0).chain(timers).min()
+        self.events
+            .keys()
+            .next()
+            .map(|k| k.0)
+            .into_iter()
+            .chain(timers)
+            .min()
     }
 
     /// When `node` must be woken next (never before its pause ends).
@@ -480,7 +494,7 @@ impl Simulation {
                 Command::CancelHandler { run } => {
                     let n = &mut self.nodes[node.0];
                     if let Some(job_id) = n.runs.remove(&run) {
-                        n.hanging.retain(|_, r| *r != run);
+                        n.hanging.retain(|(_, r)| *r != run);
                         self.exposed.insert(job_id);
                     }
                 }
@@ -628,7 +642,7 @@ impl Simulation {
                 self.at(at, Event::HandlerDone { node, run, result });
             }
             HandlerScript::Hang => {
-                n.hanging.insert(job.id, run);
+                n.hanging.push((job.id, run));
             }
         }
     }
