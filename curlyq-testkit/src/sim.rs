@@ -27,6 +27,7 @@
 //! assert!(matches!(sim.result(node), Some(Ok(()))));
 //! ```
 
+mod events;
 mod script;
 mod world;
 

@@ -10,8 +10,9 @@ use crate::backend::{ConsumerId, Registration};
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
+use super::calls::{JoinReason, Purpose, Requester};
 use super::identity::Tending;
-use super::machine::{ConsumerCore, JoinReason, Purpose, Requester};
+use super::machine::ConsumerCore;
 use super::policy::LoopBackoff;
 use super::protocol::{BackendCall, Reply};
 

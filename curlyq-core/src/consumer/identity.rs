@@ -11,7 +11,7 @@ use super::policy::may_be_reaped;
 
 /// One consumer ID this consumer has taken jobs under.
 #[derive(Debug)]
-struct Holder {
+struct KnownId {
     id: ConsumerId,
     /// Jobs taken under it whose outcome is not yet recorded (or given up).
     held: usize,
@@ -37,7 +37,7 @@ pub(crate) enum Tending {
 #[derive(Debug)]
 pub(crate) struct Identities {
     /// The current ID is `holders[0]`.
-    holders: Vec<Holder>,
+    holders: Vec<KnownId>,
     /// When the current ID was last known registered (Unix seconds).
     last_beat: f64,
     expiry: Duration,
@@ -46,7 +46,7 @@ pub(crate) struct Identities {
 impl Identities {
     pub(crate) fn new(first: ConsumerId, expiry: Duration) -> Self {
         Identities {
-            holders: vec![Holder::new(first)],
+            holders: vec![KnownId::new(first)],
             last_beat: f64::NEG_INFINITY,
             expiry,
         }
@@ -77,7 +77,7 @@ impl Identities {
         } else {
             old.retired = true;
         }
-        self.holders.insert(0, Holder::new(fresh));
+        self.holders.insert(0, KnownId::new(fresh));
         self.last_beat = sent;
         self.forget_idle();
     }
@@ -144,7 +144,7 @@ impl Identities {
         self.forget_idle();
     }
 
-    fn find(&mut self, id: &ConsumerId) -> Option<&mut Holder> {
+    fn find(&mut self, id: &ConsumerId) -> Option<&mut KnownId> {
         self.holders.iter_mut().find(|h| h.id == *id)
     }
 
@@ -159,9 +159,9 @@ impl Identities {
     }
 }
 
-impl Holder {
+impl KnownId {
     fn new(id: ConsumerId) -> Self {
-        Holder {
+        KnownId {
             id,
             held: 0,
             reaped: false,

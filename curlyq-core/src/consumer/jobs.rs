@@ -12,7 +12,8 @@ use crate::backend::{ConsumerId, KillJob, Registration, RetryJob, TakenJob};
 use crate::error::BackendError;
 use crate::job::Job;
 
-use super::machine::{ConsumerCore, Purpose, Requester};
+use super::calls::{Purpose, Requester};
+use super::machine::ConsumerCore;
 use super::outcomes::Outcome;
 use super::policy::{after_failure, buffered_fate, AfterFailure, BufferedFate};
 use super::protocol::{BackendCall, Command, HandlerResult, Reply, RunId};

@@ -2,22 +2,24 @@
 //! clock and no runtime. It is fed [`Input`]s with the time they happened, asks for
 //! work through [`Command`]s, and says when it next needs waking.
 //!
-//! This file owns the core's state, its entry points and the bookkeeping of backend
-//! calls; each loop's decisions live in the file named for it (`heartbeat.rs`,
-//! `scheduler.rs`, `custodian.rs`, `poller.rs`, `jobs.rs`, `outcomes.rs`, `shutdown.rs`).
+//! This file owns the core's state, its entry points and its start-up; `calls.rs` the
+//! bookkeeping of backend calls; each loop's decisions live in the file named for it
+//! (`heartbeat.rs`, `scheduler.rs`, `custodian.rs`, `poller.rs`, `jobs.rs`,
+//! `outcomes.rs`, `shutdown.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
 use crate::backend::{ConsumerId, QueueName, Registration};
 use crate::error::{BackendError, ConfigError, ConsumeError};
 use crate::options::ConsumerOptions;
 use crate::runtime::unix_seconds;
 
+use super::calls::Purpose;
 use super::custodian::Custodian;
 use super::heartbeat::Heartbeat;
 use super::identity::Identities;
@@ -73,10 +75,10 @@ pub struct ConsumerCore {
     pub(super) ids: Identities,
     pub(super) stats: ConsumerStats,
     /// What each call in flight is for.
-    calls: HashMap<CallId, Purpose>,
-    next_call: u64,
+    pub(super) calls: HashMap<CallId, Purpose>,
+    pub(super) next_call: u64,
     pub(super) next_run: u64,
-    out: VecDeque<Command>,
+    pub(super) out: VecDeque<Command>,
     pub(super) heartbeat: Heartbeat,
     pub(super) scheduler: Scheduler,
     pub(super) custodian: Custodian,
@@ -99,70 +101,6 @@ pub(super) enum Phase {
     },
     Running,
     Finished,
-}
-
-/// Who asked for a rejoin after the current ID was found reaped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Requester {
-    Heartbeat,
-    Poller,
-    Confirm,
-}
-
-/// Why a fresh ID is being registered.
-#[derive(Debug, Clone)]
-pub(super) enum JoinReason {
-    /// The current ID (`stale`) was found reaped.
-    Reaped { stale: ConsumerId, by: Requester },
-    /// A take's outcome is unknown: retire the current ID.
-    Retire,
-}
-
-/// What a call in flight is for.
-#[derive(Debug)]
-pub(super) enum Purpose {
-    Start {
-        sent: f64,
-    },
-    Warnings,
-    Heartbeat {
-        id: ConsumerId,
-        sent: f64,
-    },
-    Join {
-        fresh: ConsumerId,
-        sent: f64,
-        reason: JoinReason,
-    },
-    Confirm {
-        id: ConsumerId,
-        sent: f64,
-    },
-    Due {
-        now: f64,
-    },
-    Orphans,
-    Trim,
-    Take {
-        consumer: ConsumerId,
-        max: usize,
-    },
-    Wait,
-    Outcome {
-        group: usize,
-    },
-    GiveBack {
-        consumer: ConsumerId,
-        ids: Vec<String>,
-        tries: u32,
-    },
-    Tend {
-        id: ConsumerId,
-        heartbeat: bool,
-    },
-    Unregister {
-        id: ConsumerId,
-    },
 }
 
 impl ConsumerCore {
@@ -320,20 +258,6 @@ impl ConsumerCore {
         self.now.checked_add(delay)
     }
 
-    /// Asks for a backend call made for `purpose`.
-    pub(super) fn call(&mut self, call: BackendCall, purpose: Purpose) -> CallId {
-        let id = CallId(self.next_call);
-        self.next_call += 1;
-        self.calls.insert(id, purpose);
-        self.out.push_back(Command::Call { id, call });
-        id
-    }
-
-    /// Forgets a call in flight (its reply will be dropped).
-    pub(super) fn forget_call(&mut self, id: CallId) {
-        self.calls.remove(&id);
-    }
-
     pub(super) fn command(&mut self, command: Command) {
         self.out.push_back(command);
     }
@@ -351,79 +275,7 @@ impl ConsumerCore {
         self.begin_shutdown();
     }
 
-    /// Registers `fresh` for `reason` (one such join at a time).
-    pub(super) fn join_fresh(&mut self, fresh: ConsumerId, reason: JoinReason) {
-        let sent = self.unix_now();
-        self.joining = true;
-        self.call(
-            BackendCall::Register {
-                consumer: fresh.clone(),
-                now: sent,
-                mode: Registration::Join,
-            },
-            Purpose::Join {
-                fresh,
-                sent,
-                reason,
-            },
-        );
-    }
-
-    /// Asks for a rejoin after `stale` was found reaped. Returns `false` when there is
-    /// nothing to wait for: another join is in flight, or `stale` is no longer current.
-    pub(super) fn rejoin(&mut self, stale: &ConsumerId, by: Requester) -> bool {
-        self.ids.mark_reaped(stale);
-        if self.joining || self.ids.current() != stale {
-            return false;
-        }
-        let fresh = ConsumerId::random_from(&mut self.rng);
-        let stale = stale.clone();
-        self.join_fresh(fresh, JoinReason::Reaped { stale, by });
-        true
-    }
-
-    // ----- dispatch -----
-
-    fn on_reply(&mut self, purpose: Purpose, result: Result<Reply, BackendError>) {
-        match purpose {
-            Purpose::Start { sent } => self.on_started(sent, result),
-            Purpose::Warnings => match result {
-                Ok(Reply::Warnings(warnings)) => {
-                    for warning in warnings {
-                        warn!(queue = %self.queue, "curlyq: {warning}");
-                    }
-                }
-                Ok(other) => {
-                    debug!(reply = ?other, "curlyq: unexpected reply to the settings check")
-                }
-                // Reading settings may be refused (an ACL without INFO); that is no
-                // reason not to run.
-                Err(e) => debug!(error = %e, "curlyq could not read the store's settings"),
-            },
-            Purpose::Heartbeat { id, sent } => self.on_heartbeat(id, sent, result),
-            Purpose::Join {
-                fresh,
-                sent,
-                reason,
-            } => self.on_joined(fresh, sent, reason, result),
-            Purpose::Confirm { id, sent } => self.on_confirmed(id, sent, result),
-            Purpose::Due { now } => self.on_due(now, result),
-            Purpose::Orphans => self.on_orphans(result),
-            Purpose::Trim => self.on_trimmed(result),
-            Purpose::Take { consumer, max } => self.on_taken(consumer, max, result),
-            Purpose::Wait => self.on_waited(result),
-            Purpose::Outcome { group } => self.on_recorded(group, result),
-            Purpose::GiveBack {
-                consumer,
-                ids,
-                tries,
-            } => self.on_given_back(consumer, ids, tries, result),
-            Purpose::Tend { id, heartbeat } => self.on_tended(id, heartbeat, result),
-            Purpose::Unregister { id } => self.on_unregistered(id, result),
-        }
-    }
-
-    fn on_started(&mut self, sent: f64, result: Result<Reply, BackendError>) {
+    pub(super) fn on_started(&mut self, sent: f64, result: Result<Reply, BackendError>) {
         let shutdown_asked = match self.phase {
             Phase::Starting { shutdown_asked } => shutdown_asked,
             _ => return,

@@ -11,7 +11,8 @@
 //! | `mod.rs` | [`Consumer`], the public API |
 //! | `builder.rs` | [`ConsumerBuilder`] |
 //! | `protocol.rs` | the core's inputs, commands, backend calls and replies |
-//! | `machine.rs` | [`ConsumerCore`]: state, entry points, call bookkeeping, start-up |
+//! | `machine.rs` | [`ConsumerCore`]: state, entry points, start-up |
+//! | `calls.rs` | what each backend call is for, routing replies, fresh consumer IDs |
 //! | `heartbeat.rs` | the heartbeat, rejoining under a fresh ID, retired IDs |
 //! | `scheduler.rs` | moving due scheduled jobs |
 //! | `custodian.rs` | recovering orphaned jobs, trimming the dead set |
@@ -25,6 +26,7 @@
 //! | `driver.rs` | the async driver |
 
 mod builder;
+mod calls;
 mod custodian;
 mod driver;
 mod heartbeat;
@@ -38,6 +40,8 @@ mod protocol;
 mod scheduler;
 mod shutdown;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -12,8 +12,9 @@ use crate::backend::{ConsumerId, KillJob, RetryJob};
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
+use super::calls::Purpose;
 use super::heartbeat::unexpected;
-use super::machine::{ConsumerCore, Purpose};
+use super::machine::ConsumerCore;
 use super::policy::{group_by, LoopBackoff};
 use super::protocol::{BackendCall, Reply, RunId};
 

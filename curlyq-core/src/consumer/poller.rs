@@ -8,9 +8,10 @@ use crate::backend::{ConsumerId, TakenJob};
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
+use super::calls::{JoinReason, Purpose, Requester};
 use super::heartbeat::unexpected;
 use super::jobs::Delivery;
-use super::machine::{ConsumerCore, JoinReason, Purpose, Requester};
+use super::machine::ConsumerCore;
 use super::policy::{poller_room, LoopBackoff};
 use super::protocol::{BackendCall, CallId, Reply};
 

@@ -13,7 +13,8 @@ use crate::backend::{ConsumerId, MAX_BATCH};
 use crate::backoff::backoff_with_jitter;
 use crate::error::{BackendError, ConsumeError};
 
-use super::machine::{ConsumerCore, Purpose};
+use super::calls::Purpose;
+use super::machine::ConsumerCore;
 use super::poller::PollerState;
 use super::protocol::{BackendCall, Command, Reply};
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use curlyq_core::consumer::{
-    BackendCall, CallId, Command, ConsumerCore, ConsumerStats, HandlerResult, Input, Reply, RunId,
+    BackendCall, CallId, ConsumerCore, ConsumerStats, HandlerResult, Reply, RunId,
 };
 use curlyq_core::{
     BackendError, ConsumeError, ConsumerId, ConsumerOptions, EncodedJob, Job, QueueBackend,
@@ -15,20 +15,19 @@ use futures::executor::block_on;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::script::{operation, settled_ids};
 use super::{CallRecord, FaultKind, Faults, HandlerScript, NodeId, RunRecord};
-use crate::{InjectedFailure, MemoryBackend, Operation};
+use crate::{MemoryBackend, Operation};
 
 /// The simulation's start: 2027-01-15, Unix seconds 1,800,000,000.
-const START: Duration = Duration::from_secs(1_800_000_000);
+pub(super) const START: Duration = Duration::from_secs(1_800_000_000);
 
 /// Most steps at one instant before the simulation calls it a livelock.
-const MAX_STEPS_AT_ONE_TIME: u32 = 100_000;
+pub(super) const MAX_STEPS_AT_ONE_TIME: u32 = 100_000;
 
 type Script = Arc<dyn Fn(&Job) -> HandlerScript + Send + Sync>;
 
 /// Something that happens at a time.
-enum Event {
+pub(super) enum Event {
     /// A call reaches the store: carried out (or failed) now.
     Land {
         node: NodeId,
@@ -57,7 +56,7 @@ enum Event {
 impl Event {
     /// The consumer this event reaches (a paused one gets it once the pause ends);
     /// `None` for what happens in the store.
-    fn recipient(&self) -> Option<NodeId> {
+    pub(super) fn recipient(&self) -> Option<NodeId> {
         match self {
             Event::Reply { node, .. }
             | Event::HandlerDone { node, .. }
@@ -67,43 +66,43 @@ impl Event {
     }
 }
 
-struct Node {
-    core: ConsumerCore,
-    script: Script,
-    crashed: bool,
-    paused_until: Option<SystemTime>,
-    result: Option<Result<(), ConsumeError>>,
+pub(super) struct Node {
+    pub(super) core: ConsumerCore,
+    pub(super) script: Script,
+    pub(super) crashed: bool,
+    pub(super) paused_until: Option<SystemTime>,
+    pub(super) result: Option<Result<(), ConsumeError>>,
     /// Hanging runs (job ID, run), oldest first.
-    hanging: Vec<(String, RunId)>,
+    pub(super) hanging: Vec<(String, RunId)>,
     /// Runs in progress: run -> job ID.
-    runs: HashMap<RunId, String>,
+    pub(super) runs: HashMap<RunId, String>,
     /// Jobs taken by this consumer and not yet settled by it.
-    held: HashSet<String>,
+    pub(super) held: HashSet<String>,
     /// Jobs it takes until then may run twice because of a fault.
-    exposed_until: Option<SystemTime>,
+    pub(super) exposed_until: Option<SystemTime>,
 }
 
 /// Consumer cores and a [`MemoryBackend`] on simulated time (see the [module
 /// docs](super)).
 pub struct Simulation {
-    backend: MemoryBackend,
-    queue: QueueName,
-    now: SystemTime,
-    rng: StdRng,
-    faults: Faults,
-    planned: Vec<(Option<NodeId>, Operation, FaultKind)>,
-    nodes: Vec<Node>,
-    events: BTreeMap<(SystemTime, u64), Event>,
-    seq: u64,
+    pub(super) backend: MemoryBackend,
+    pub(super) queue: QueueName,
+    pub(super) now: SystemTime,
+    pub(super) rng: StdRng,
+    pub(super) faults: Faults,
+    pub(super) planned: Vec<(Option<NodeId>, Operation, FaultKind)>,
+    pub(super) nodes: Vec<Node>,
+    pub(super) events: BTreeMap<(SystemTime, u64), Event>,
+    pub(super) seq: u64,
     /// Blocking waits that have landed and wait for the signal: (node, call).
-    parked: Vec<(NodeId, CallId)>,
-    cancelled_waits: HashSet<(NodeId, CallId)>,
-    runs: Vec<RunRecord>,
-    calls: Vec<CallRecord>,
-    successes: HashMap<String, usize>,
-    exposed: HashSet<String>,
-    exposure_window: Duration,
-    steps_at_now: u32,
+    pub(super) parked: Vec<(NodeId, CallId)>,
+    pub(super) cancelled_waits: HashSet<(NodeId, CallId)>,
+    pub(super) runs: Vec<RunRecord>,
+    pub(super) calls: Vec<CallRecord>,
+    pub(super) successes: HashMap<String, usize>,
+    pub(super) exposed: HashSet<String>,
+    pub(super) exposure_window: Duration,
+    pub(super) steps_at_now: u32,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -349,318 +348,4 @@ impl Simulation {
     pub fn is_exposed(&self, job_id: &str) -> bool {
         self.exposed.contains(job_id)
     }
-
-    /// Runs until nothing more can happen or `max` of simulated time passed; returns
-    /// whether `cond` came true (checked after every step).
-    pub fn run_until(&mut self, max: Duration, mut cond: impl FnMut(&Self) -> bool) -> bool {
-        let deadline = self.now + max;
-        loop {
-            if cond(self) {
-                return true;
-            }
-            if !self.step_before(deadline) {
-                self.now = self.now.max(deadline);
-                return cond(self);
-            }
-        }
-    }
-
-    /// Runs for `duration` of simulated time.
-    pub fn run_for(&mut self, duration: Duration) {
-        self.run_until(duration, |_| false);
-    }
-
-    /// Does the next thing that happens, if it happens by `deadline`; returns whether
-    /// anything happened.
-    ///
-    /// # Panics
-    /// On a livelock: more than 100,000 steps without time moving.
-    pub fn step_before(&mut self, deadline: SystemTime) -> bool {
-        let Some(at) = self.next_time() else {
-            return false;
-        };
-        if at > deadline {
-            return false;
-        }
-        if at > self.now {
-            self.now = at;
-            self.steps_at_now = 0;
-        }
-        self.steps_at_now += 1;
-        assert!(
-            self.steps_at_now < MAX_STEPS_AT_ONE_TIME,
-            "livelock: {MAX_STEPS_AT_ONE_TIME} steps at {:?} without time moving",
-            self.elapsed()
-        );
-        let first_event = self.events.first_key_value().map(|(k, _)| *k);
-        match first_event {
-            Some(key) if key.0 <= self.now => {
-                if let Some(event) = self.events.remove(&key) {
-                    self.happen(event);
-                }
-            }
-            _ => {
-                for i in 0..self.nodes.len() {
-                    if self.timer_due(NodeId(i)) {
-                        self.deliver(NodeId(i), Input::Timeout);
-                    }
-                }
-            }
-        }
-        true
-    }
-
-    fn next_time(&self) -> Option<SystemTime> {
-        let timers = (0..self.nodes.len()).filter_map(|i| self.timer_of(NodeId(i)));
-        self.events
-            .keys()
-            .next()
-            .map(|k| k.0)
-            .into_iter()
-            .chain(timers)
-            .min()
-    }
-
-    /// When `node` must be woken next (never before its pause ends).
-    fn timer_of(&self, node: NodeId) -> Option<SystemTime> {
-        let n = &self.nodes[node.0];
-        if n.crashed || n.result.is_some() {
-            return None;
-        }
-        let at = n.core.poll_timeout()?;
-        Some(n.paused_until.map_or(at, |p| at.max(p)))
-    }
-
-    fn timer_due(&self, node: NodeId) -> bool {
-        self.timer_of(node).is_some_and(|at| at <= self.now)
-    }
-
-    fn happen(&mut self, event: Event) {
-        if let Some(node) = event.recipient() {
-            if let Some(until) = self.nodes[node.0].paused_until.filter(|u| *u > self.now) {
-                return self.at(until, event);
-            }
-        }
-        match event {
-            Event::Land {
-                node,
-                call,
-                what,
-                fault,
-            } => self.land(node, call, what, fault),
-            Event::Reply { node, call, result } => {
-                self.deliver(node, Input::Reply { call, result });
-            }
-            Event::WaitTimeout { node, call } => {
-                if let Some(i) = self.parked.iter().position(|p| *p == (node, call)) {
-                    self.parked.remove(i);
-                    self.reply(node, call, Ok(Reply::Signal(false)));
-                }
-            }
-            Event::HandlerDone { node, run, result } => {
-                let n = &mut self.nodes[node.0];
-                let Some(job_id) = n.runs.remove(&run) else {
-                    return;
-                };
-                if result == HandlerResult::Succeeded {
-                    *self.successes.entry(job_id).or_default() += 1;
-                }
-                self.deliver(node, Input::HandlerFinished { run, result });
-            }
-            Event::Shutdown { node } => self.deliver(node, Input::Shutdown),
-        }
-    }
-
-    /// Feeds `input` to `node` (never, if it crashed or stopped).
-    fn deliver(&mut self, node: NodeId, input: Input) {
-        let n = &mut self.nodes[node.0];
-        if n.crashed || n.result.is_some() {
-            return;
-        }
-        n.core.handle(self.now, input);
-        self.drain(node);
-    }
-
-    /// Carries out `node`'s commands.
-    fn drain(&mut self, node: NodeId) {
-        while let Some(command) = self.nodes[node.0].core.poll_command() {
-            match command {
-                Command::Call { id, call } => self.send(node, id, call),
-                Command::CancelWait { id } => {
-                    self.parked.retain(|p| *p != (node, id));
-                    self.cancelled_waits.insert((node, id));
-                }
-                Command::StartHandler { run, job } => self.start_run(node, run, job),
-                Command::CancelHandler { run } => {
-                    let n = &mut self.nodes[node.0];
-                    if let Some(job_id) = n.runs.remove(&run) {
-                        n.hanging.retain(|(_, r)| *r != run);
-                        self.exposed.insert(job_id);
-                    }
-                }
-                Command::Finished(result) => {
-                    self.nodes[node.0].result = Some(result);
-                    self.parked.retain(|(p, _)| *p != node);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn send(&mut self, node: NodeId, call: CallId, what: BackendCall) {
-        let op = operation(&what);
-        let planned = self
-            .planned
-            .iter()
-            .position(|(n, o, _)| *o == op && n.is_none_or(|n| n == node));
-        let fault = match planned {
-            Some(i) => Some(self.planned.remove(i).2),
-            None => {
-                let r: f64 = self.rng.random();
-                if r < self.faults.fail {
-                    Some(FaultKind::Fail)
-                } else if r < self.faults.fail + self.faults.lose_reply {
-                    Some(FaultKind::LoseReply)
-                } else {
-                    None
-                }
-            }
-        };
-        let at = self.now + self.latency();
-        self.at(
-            at,
-            Event::Land {
-                node,
-                call,
-                what,
-                fault,
-            },
-        );
-    }
-
-    fn land(&mut self, node: NodeId, call: CallId, what: BackendCall, fault: Option<FaultKind>) {
-        let operation = operation(&what);
-        let (settled, jobs) = settled_ids(&what);
-        self.calls.push(CallRecord {
-            node,
-            operation,
-            at: self.now,
-            jobs,
-            fault,
-        });
-        if self.cancelled_waits.remove(&(node, call)) {
-            return;
-        }
-        if fault.is_some() {
-            self.fault_hit(node);
-        }
-        if fault == Some(FaultKind::Fail) {
-            let err = injected(operation, false);
-            return self.reply(node, call, Err(err));
-        }
-        let result = match what {
-            BackendCall::Wait { timeout, .. } => {
-                if self.backend.signal(&self.queue) {
-                    Ok(Reply::Signal(true))
-                } else {
-                    self.parked.push((node, call));
-                    let at = self.now + timeout;
-                    return self.at(at, Event::WaitTimeout { node, call });
-                }
-            }
-            other => block_on(other.execute(&self.backend, &self.queue)),
-        };
-        self.track_holdings(node, &settled, &result);
-        self.wake_parked();
-        let result = match fault {
-            Some(_) => Err(injected(operation, true)),
-            None => result,
-        };
-        self.reply(node, call, result);
-    }
-
-    /// Keeps `held` (and exposure) up to date with what `node` took and settled.
-    fn track_holdings(
-        &mut self,
-        node: NodeId,
-        settled: &[String],
-        result: &Result<Reply, BackendError>,
-    ) {
-        let now = self.now;
-        let n = &mut self.nodes[node.0];
-        for id in settled {
-            n.held.remove(id);
-        }
-        if let Ok(Reply::Taken(taken)) = result {
-            let exposed = n.exposed_until.is_some_and(|u| now <= u);
-            for job in taken {
-                n.held.insert(job.id.clone());
-                if exposed {
-                    self.exposed.insert(job.id.clone());
-                }
-            }
-        }
-    }
-
-    /// A fault hit `node`: every job it holds may run again, and so may those it takes
-    /// within the exposure window.
-    fn fault_hit(&mut self, node: NodeId) {
-        let until = self.now + self.exposure_window;
-        let n = &mut self.nodes[node.0];
-        n.exposed_until = Some(until);
-        self.exposed.extend(n.held.iter().cloned());
-    }
-
-    fn reply(&mut self, node: NodeId, call: CallId, result: Result<Reply, BackendError>) {
-        let at = self.now + self.latency();
-        self.at(at, Event::Reply { node, call, result });
-    }
-
-    /// Ends every parked wait if the signal is set.
-    fn wake_parked(&mut self) {
-        if self.parked.is_empty() || !self.backend.signal(&self.queue) {
-            return;
-        }
-        for (node, call) in std::mem::take(&mut self.parked) {
-            self.reply(node, call, Ok(Reply::Signal(true)));
-        }
-    }
-
-    fn start_run(&mut self, node: NodeId, run: RunId, job: Job) {
-        self.runs.push(RunRecord {
-            node,
-            job_id: job.id.clone(),
-            attempt: job.attempt,
-            data: job.data.clone(),
-            at: self.now,
-        });
-        let n = &mut self.nodes[node.0];
-        n.runs.insert(run, job.id.clone());
-        match (n.script)(&job) {
-            HandlerScript::End { after, result } => {
-                let at = self.now + after;
-                self.at(at, Event::HandlerDone { node, run, result });
-            }
-            HandlerScript::Hang => {
-                n.hanging.push((job.id, run));
-            }
-        }
-    }
-
-    fn latency(&mut self) -> Duration {
-        let max = self.faults.latency.as_nanos() as u64;
-        if max == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(self.rng.random_range(0..=max))
-    }
-
-    fn at(&mut self, at: SystemTime, event: Event) {
-        self.seq += 1;
-        self.events.insert((at, self.seq), event);
-    }
-}
-
-fn injected(operation: Operation, applied: bool) -> BackendError {
-    BackendError::Unavailable(Box::new(InjectedFailure { operation, applied }))
 }
