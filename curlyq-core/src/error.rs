@@ -209,6 +209,10 @@ pub enum ConsumeError {
         #[source]
         last_error: BackendError,
     },
+    /// The consumer's task was dropped before it finished (its runtime shut down
+    /// first). Jobs it held come back once its heartbeat expires.
+    #[error("the consumer's task was dropped before it finished (was its runtime shut down?); the jobs it held come back once its heartbeat expires")]
+    Abandoned,
     /// The grace period passed with handlers still running; they were cancelled and their
     /// jobs given back to the queue without counting an attempt.
     #[error("shutdown grace period of {grace:?} passed with {cancelled} handler(s) still running; they were cancelled and their jobs given back")]

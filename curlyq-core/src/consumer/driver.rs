@@ -81,6 +81,7 @@ impl Driver {
         let mut shutdown = std::pin::pin!(shutdown.fuse());
         let mut shutdown_seen = false;
         let base = published.base();
+        let mut current = None;
         loop {
             while let Some(command) = self.core.poll_command() {
                 if let Some(result) = self.carry_out(command) {
@@ -92,8 +93,9 @@ impl Driver {
                 }
             }
             published.set_stats(&base, &self.core.stats());
-            if published.current().as_ref() != self.core.consumer_id() {
-                published.set_current(self.core.consumer_id().cloned());
+            if current.as_ref() != self.core.consumer_id() {
+                current = self.core.consumer_id().cloned();
+                published.set_current(current.clone());
             }
             self.arm_timer();
             let (now, input) = std::future::poll_fn(|cx| {

@@ -308,8 +308,9 @@ impl ConsumerCore {
         self.drive_scheduler();
         self.drive_custodian();
         self.drive_jobs();
-        self.drive_poller();
+        // Outcomes before takes: a job's ack is then not queued behind a take.
         self.drive_outcomes();
+        self.drive_poller();
         self.drive_shutdown();
     }
 

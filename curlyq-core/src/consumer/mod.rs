@@ -57,6 +57,10 @@ use crate::job::Job;
 use crate::options::ConsumerOptions;
 use crate::runtime::{BoxFuture, Runtime};
 
+use futures::channel::oneshot;
+use futures::future::Either;
+use futures::FutureExt;
+
 use driver::Driver;
 use stats::Published;
 
@@ -90,7 +94,7 @@ struct Shared {
     runtime: Arc<dyn Runtime>,
     queue: QueueName,
     opts: ConsumerOptions,
-    published: Published,
+    published: Arc<Published>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -123,7 +127,7 @@ impl Consumer {
                 runtime,
                 queue,
                 opts,
-                published: Published::default(),
+                published: Arc::default(),
             }),
         }
     }
@@ -184,9 +188,27 @@ impl Consumer {
             s.queue.clone(),
             handler,
         );
-        let result = driver.run(shutdown, &s.published).await;
-        s.published.set_current(None);
-        result
+        // The driver runs as a task of its own on the runtime (on a worker thread, where
+        // the handlers it spawns start without waking another thread); this future
+        // only forwards the shutdown signal and waits for the result. Dropping it asks
+        // the driver to shut down gracefully.
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        let published = s.published.clone();
+        s.runtime.spawn(Box::pin(async move {
+            let result = driver.run(stopped.map(|_| ()), &published).await;
+            published.set_current(None);
+            let _ = done_tx.send(result);
+        }));
+        let shutdown = std::pin::pin!(shutdown);
+        let result = match futures::future::select(shutdown, done).await {
+            Either::Left(((), done)) => {
+                let _ = stop.send(());
+                done.await
+            }
+            Either::Right((result, _)) => result,
+        };
+        result.unwrap_or(Err(ConsumeError::Abandoned))
     }
 
     /// The consumer ID this consumer is registered under while it runs (`None` when it

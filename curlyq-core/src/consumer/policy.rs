@@ -70,6 +70,20 @@ pub(crate) fn poller_room(
     (buffer + concurrency).saturating_sub(busy_slots + buffered)
 }
 
+/// Whether the poller should take now: always when a handler slot would otherwise stay
+/// idle (fewer jobs buffered than idle slots), else only once the buffer has drained to
+/// half, so that takes come in batches and stay off the path of the outcomes being
+/// recorded (a take and an ack on one connection are answered in order).
+pub(crate) fn poller_should_take(
+    buffer: usize,
+    concurrency: usize,
+    busy_slots: usize,
+    buffered: usize,
+) -> bool {
+    let idle_slots = concurrency.saturating_sub(busy_slots);
+    buffered < idle_slots + buffer.div_ceil(2)
+}
+
 /// How long after its last heartbeat a consumer counts as expired (a custodian may then
 /// hand its jobs on): heartbeat interval plus consumer timeout.
 pub(crate) fn consumer_expiry(opts: &ConsumerOptions) -> Duration {
@@ -243,6 +257,20 @@ mod tests {
         assert_eq!(poller_room(10, 5, 5, 10), 0);
         assert_eq!(poller_room(10, 5, 2, 0), 13);
         assert_eq!(poller_room(10, 5, 5, 12), 0, "never negative");
+    }
+
+    #[test]
+    fn the_poller_takes_at_once_for_idle_slots_else_when_the_buffer_is_half_empty() {
+        // 16 idle slots, nothing buffered: take now (17 fit).
+        assert!(poller_should_take(1, 16, 0, 0));
+        // One busy slot, a full buffer but one: wait for the buffer to drain to half.
+        assert!(!poller_should_take(10, 1, 1, 9));
+        assert!(!poller_should_take(10, 1, 1, 5));
+        assert!(poller_should_take(10, 1, 1, 4));
+        // An idle slot that the buffer cannot fill: take now.
+        assert!(poller_should_take(10, 5, 0, 4));
+        assert!(poller_should_take(1, 1, 0, 0));
+        assert!(!poller_should_take(1, 1, 1, 1));
     }
 
     #[test]

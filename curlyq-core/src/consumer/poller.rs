@@ -1,5 +1,6 @@
 //! The poller loop: takes as many jobs as the handler slots and the buffer have room
-//! for; when fewer came, blocks on the queue's signal (at most the poll duration) before
+//! for (at once when a slot would stay idle, else once the buffer is half empty); when
+//! fewer came, blocks on the queue's signal (at most the poll duration) before
 //! taking again. After a take whose reply was lost it continues under a fresh ID.
 
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,7 @@ use super::calls::{JoinReason, Purpose, Requester};
 use super::heartbeat::unexpected;
 use super::jobs::Delivery;
 use super::machine::ConsumerCore;
-use super::policy::{poller_room, LoopBackoff};
+use super::policy::{poller_room, poller_should_take, LoopBackoff};
 use super::protocol::{BackendCall, CallId, Reply};
 
 /// What the poller is doing.
@@ -77,13 +78,10 @@ impl ConsumerCore {
             return;
         }
         let o = &self.opts;
-        let room = poller_room(
-            o.poller_buffer_size,
-            o.processor_concurrency,
-            self.jobs.busy_slots(),
-            self.jobs.buffered(),
-        );
-        if room == 0 {
+        let (buffer, concurrency) = (o.poller_buffer_size, o.processor_concurrency);
+        let (busy, buffered) = (self.jobs.busy_slots(), self.jobs.buffered());
+        let room = poller_room(buffer, concurrency, busy, buffered);
+        if room == 0 || !poller_should_take(buffer, concurrency, busy, buffered) {
             return;
         }
         self.poller.state = PollerState::Busy;
