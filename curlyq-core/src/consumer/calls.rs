@@ -74,7 +74,30 @@ pub(super) enum Purpose {
     },
 }
 
+/// An error for a reply of the wrong kind (a backend bug, reported as one).
+pub(super) fn unexpected(reply: &Reply) -> BackendError {
+    BackendError::InvalidReply(format!("a reply of the wrong kind: {reply:?}"))
+}
+
 impl ConsumerCore {
+    /// Registers `id` (`mode`: join or heartbeat) stamped with the current time, for the
+    /// purpose `purpose` makes of the ID and that time (a confirmation counts from when
+    /// it was sent).
+    pub(super) fn register(
+        &mut self,
+        id: ConsumerId,
+        mode: Registration,
+        purpose: impl FnOnce(ConsumerId, f64) -> Purpose,
+    ) -> CallId {
+        let sent = self.unix_now();
+        let call = BackendCall::Register {
+            consumer: id.clone(),
+            now: sent,
+            mode,
+        };
+        self.call(call, purpose(id, sent))
+    }
+
     /// Asks for a backend call made for `purpose`.
     pub(super) fn call(&mut self, call: BackendCall, purpose: Purpose) -> CallId {
         let id = CallId(self.next_call);
@@ -91,20 +114,12 @@ impl ConsumerCore {
 
     /// Registers `fresh` for `reason` (one such join at a time).
     pub(super) fn join_fresh(&mut self, fresh: ConsumerId, reason: JoinReason) {
-        let sent = self.unix_now();
         self.joining = true;
-        self.call(
-            BackendCall::Register {
-                consumer: fresh.clone(),
-                now: sent,
-                mode: Registration::Join,
-            },
-            Purpose::Join {
-                fresh,
-                sent,
-                reason,
-            },
-        );
+        self.register(fresh, Registration::Join, |fresh, sent| Purpose::Join {
+            fresh,
+            sent,
+            reason,
+        });
     }
 
     /// Asks for a rejoin after `stale` was found reaped. Returns `false` when there is

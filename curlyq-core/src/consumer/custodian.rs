@@ -9,8 +9,8 @@ use crate::backend::{DeadTrim, OrphanSweep, MAX_BATCH};
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
+use super::calls::unexpected;
 use super::calls::Purpose;
-use super::heartbeat::unexpected;
 use super::machine::ConsumerCore;
 use super::policy::{consumer_expiry, LoopBackoff};
 use super::protocol::{BackendCall, Reply};

@@ -158,9 +158,6 @@ impl Driver {
                 }
             }
             Command::Finished(result) => return Some(result),
-            // `Command` is non-exhaustive for users; this crate knows every variant.
-            #[allow(unreachable_patterns)]
-            _ => {}
         }
         None
     }

@@ -10,7 +10,7 @@ use crate::backend::{ConsumerId, Registration};
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
-use super::calls::{JoinReason, Purpose, Requester};
+use super::calls::{unexpected, JoinReason, Purpose, Requester};
 use super::identity::Tending;
 use super::machine::ConsumerCore;
 use super::policy::LoopBackoff;
@@ -55,11 +55,6 @@ impl Heartbeat {
     }
 }
 
-/// An error for a reply of the wrong kind (a backend bug, reported as one).
-pub(super) fn unexpected(reply: &Reply) -> BackendError {
-    BackendError::InvalidReply(format!("a reply of the wrong kind: {reply:?}"))
-}
-
 impl ConsumerCore {
     pub(super) fn drive_heartbeat(&mut self) {
         let hb = &self.heartbeat;
@@ -69,15 +64,10 @@ impl ConsumerCore {
         self.heartbeat.next_at = None;
         self.heartbeat.busy = true;
         let id = self.ids.current().clone();
-        let sent = self.unix_now();
-        self.call(
-            BackendCall::Register {
-                consumer: id.clone(),
-                now: sent,
-                mode: Registration::Heartbeat,
-            },
-            Purpose::Heartbeat { id, sent },
-        );
+        self.register(id, Registration::Heartbeat, |id, sent| Purpose::Heartbeat {
+            id,
+            sent,
+        });
     }
 
     pub(super) fn on_heartbeat(
@@ -171,18 +161,10 @@ impl ConsumerCore {
         for tending in self.ids.tend() {
             match tending {
                 Tending::Heartbeat(id) => {
-                    let now = self.unix_now();
-                    self.call(
-                        BackendCall::Register {
-                            consumer: id.clone(),
-                            now,
-                            mode: Registration::Heartbeat,
-                        },
-                        Purpose::Tend {
-                            id,
-                            heartbeat: true,
-                        },
-                    );
+                    self.register(id, Registration::Heartbeat, |id, _| Purpose::Tend {
+                        id,
+                        heartbeat: true,
+                    });
                 }
                 Tending::Unregister(id) => {
                     self.call(

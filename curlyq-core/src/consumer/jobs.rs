@@ -16,7 +16,7 @@ use super::calls::{Purpose, Requester};
 use super::machine::ConsumerCore;
 use super::outcomes::Outcome;
 use super::policy::{after_failure, buffered_fate, AfterFailure, BufferedFate};
-use super::protocol::{BackendCall, Command, HandlerResult, Reply, RunId};
+use super::protocol::{Command, HandlerResult, Reply, RunId};
 
 /// A taken job and the consumer ID it was taken under (its outcome goes to that ID's
 /// in-flight set).
@@ -90,14 +90,14 @@ impl ConsumerCore {
             let Some(delivery) = self.jobs.buffer.pop_front() else {
                 return;
             };
-            match buffered_fate(self.ids.is_reaped(&delivery.consumer), false) {
+            match buffered_fate(self.ids.is_reaped(&delivery.consumer)) {
                 BufferedFate::Skip => {
                     self.stats.not_owned += 1;
                     self.ids.release(&delivery.consumer, 1);
                     warn!(queue = %self.queue, job_id = %delivery.taken.id,
                         "curlyq skipped a job taken before this consumer was reaped; it was handed on");
                 }
-                BufferedFate::Run | BufferedFate::GiveBack => self.start_job(delivery),
+                BufferedFate::Run => self.start_job(delivery),
             }
         }
     }
@@ -107,15 +107,10 @@ impl ConsumerCore {
     fn confirm_registration(&mut self) {
         self.jobs.confirm = Confirm::InFlight;
         let id = self.ids.current().clone();
-        let sent = self.unix_now();
-        self.call(
-            BackendCall::Register {
-                consumer: id.clone(),
-                now: sent,
-                mode: Registration::Heartbeat,
-            },
-            Purpose::Confirm { id, sent },
-        );
+        self.register(id, Registration::Heartbeat, |id, sent| Purpose::Confirm {
+            id,
+            sent,
+        });
     }
 
     pub(super) fn on_confirmed(

@@ -153,15 +153,7 @@ impl ConsumerCore {
             fatal: None,
             joining: false,
         };
-        let sent = core.unix_now();
-        core.call(
-            BackendCall::Register {
-                consumer: first,
-                now: sent,
-                mode: Registration::Join,
-            },
-            Purpose::Start { sent },
-        );
+        core.register(first, Registration::Join, |_, sent| Purpose::Start { sent });
         core
     }
 
@@ -230,16 +222,6 @@ impl ConsumerCore {
     /// How many handler runs are in progress (started, not yet finished or cancelled).
     pub fn running_handlers(&self) -> usize {
         self.jobs.running()
-    }
-
-    /// How many taken jobs wait for a free handler slot.
-    pub fn buffered_jobs(&self) -> usize {
-        self.jobs.buffered()
-    }
-
-    /// How many backend calls are in flight.
-    pub fn calls_in_flight(&self) -> usize {
-        self.calls.len()
     }
 
     // ----- shared helpers of the loop files -----

@@ -12,8 +12,8 @@ use crate::backend::{ConsumerId, KillJob, RetryJob};
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
+use super::calls::unexpected;
 use super::calls::Purpose;
-use super::heartbeat::unexpected;
 use super::machine::ConsumerCore;
 use super::policy::{group_by, LoopBackoff};
 use super::protocol::{BackendCall, Reply, RunId};
@@ -162,34 +162,24 @@ impl ConsumerCore {
 
     fn record_call(&self, g: &Group) -> BackendCall {
         let consumer = g.consumer.clone();
-        let members = g.members.iter().map(|m| &m.outcome);
+        let (mut ids, mut retries, mut kills) = (Vec::new(), Vec::new(), Vec::new());
+        // A group holds one kind, so only one of these fills.
+        for m in &g.members {
+            match &m.outcome {
+                Outcome::Ack(id) => ids.push(id.clone()),
+                Outcome::Retry(job) => retries.push(job.clone()),
+                Outcome::Kill(job) => kills.push(job.clone()),
+            }
+        }
         match g.kind {
-            Kind::Ack => BackendCall::Ack {
-                consumer,
-                ids: members
-                    .filter_map(|o| match o {
-                        Outcome::Ack(id) => Some(id.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-            },
+            Kind::Ack => BackendCall::Ack { consumer, ids },
             Kind::Retry => BackendCall::Retry {
                 consumer,
-                jobs: members
-                    .filter_map(|o| match o {
-                        Outcome::Retry(job) => Some(job.clone()),
-                        _ => None,
-                    })
-                    .collect(),
+                jobs: retries,
             },
             Kind::Kill => BackendCall::Kill {
                 consumer,
-                jobs: members
-                    .filter_map(|o| match o {
-                        Outcome::Kill(job) => Some(job.clone()),
-                        _ => None,
-                    })
-                    .collect(),
+                jobs: kills,
                 now: self.unix_now(),
             },
         }

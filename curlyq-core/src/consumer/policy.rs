@@ -104,16 +104,14 @@ pub(crate) enum BufferedFate {
     /// Drop it: it was taken under an ID that was reaped since, so a custodian handed
     /// it on (running it here would only run it twice).
     Skip,
-    /// Give it back to the queue unstarted (shutdown began).
-    GiveBack,
 }
 
-/// The fate of a buffered job taken under an ID that was (or not) reaped since.
-pub(crate) fn buffered_fate(taken_under_reaped_id: bool, stopping: bool) -> BufferedFate {
+/// The fate of a buffered job taken under an ID that was (or not) reaped since. (At
+/// shutdown every buffered job is given back; the give-back acts only on jobs still
+/// owned, so those of a reaped ID stay where the custodian put them.)
+pub(crate) fn buffered_fate(taken_under_reaped_id: bool) -> BufferedFate {
     if taken_under_reaped_id {
         BufferedFate::Skip
-    } else if stopping {
-        BufferedFate::GiveBack
     } else {
         BufferedFate::Run
     }
@@ -282,11 +280,9 @@ mod tests {
     }
 
     #[test]
-    fn a_buffered_job_of_a_reaped_id_is_skipped_even_at_shutdown() {
-        assert_eq!(buffered_fate(false, false), BufferedFate::Run);
-        assert_eq!(buffered_fate(false, true), BufferedFate::GiveBack);
-        assert_eq!(buffered_fate(true, false), BufferedFate::Skip);
-        assert_eq!(buffered_fate(true, true), BufferedFate::Skip);
+    fn a_buffered_job_of_a_reaped_id_is_skipped() {
+        assert_eq!(buffered_fate(false), BufferedFate::Run);
+        assert_eq!(buffered_fate(true), BufferedFate::Skip);
     }
 
     #[test]

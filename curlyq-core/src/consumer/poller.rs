@@ -9,8 +9,8 @@ use crate::backend::{ConsumerId, TakenJob};
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
+use super::calls::unexpected;
 use super::calls::{JoinReason, Purpose, Requester};
-use super::heartbeat::unexpected;
 use super::jobs::Delivery;
 use super::machine::ConsumerCore;
 use super::policy::{poller_room, poller_should_take, LoopBackoff};

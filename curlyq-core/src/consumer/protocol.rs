@@ -117,12 +117,6 @@ pub enum BackendCall {
 }
 
 impl BackendCall {
-    /// Whether this is the blocking wait (which needs the driver's waiter, not the
-    /// backend).
-    pub fn is_wait(&self) -> bool {
-        matches!(self, BackendCall::Wait { .. })
-    }
-
     /// Carries out every call but [`BackendCall::Wait`] on `backend` (a wait is answered
     /// with `Ok(Reply::Signal(false))`, a spurious wake-up, by this method: drivers run
     /// waits on their own waiter).

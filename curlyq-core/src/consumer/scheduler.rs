@@ -9,8 +9,8 @@ use tracing::debug;
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
+use super::calls::unexpected;
 use super::calls::Purpose;
-use super::heartbeat::unexpected;
 use super::machine::ConsumerCore;
 use super::policy::{scheduler_sleep, LoopBackoff};
 use super::protocol::{BackendCall, Reply};

@@ -14,6 +14,7 @@ use crate::backoff::backoff_with_jitter;
 use crate::error::{BackendError, ConsumeError};
 
 use super::calls::Purpose;
+use super::jobs::Confirm;
 use super::machine::ConsumerCore;
 use super::poller::PollerState;
 use super::protocol::{BackendCall, Command, Reply};
@@ -133,7 +134,8 @@ impl ConsumerCore {
                     self.set_stage(Stage::Heartbeat);
                 }
                 Stage::Heartbeat => {
-                    if self.heartbeat.busy || self.joining || self.calls_in_flight_for_identity() {
+                    if self.heartbeat.busy || self.joining || self.jobs.confirm == Confirm::InFlight
+                    {
                         return;
                     }
                     let id = self.ids.current().clone();
@@ -170,11 +172,6 @@ impl ConsumerCore {
         if let Some(st) = self.stopping.as_mut() {
             st.stage = stage;
         }
-    }
-
-    /// A registration check before a job start may still be in flight.
-    fn calls_in_flight_for_identity(&self) -> bool {
-        self.jobs.confirm == super::jobs::Confirm::InFlight
     }
 
     /// At the end of the grace period: cancels the handlers still running and gives
