@@ -123,17 +123,7 @@ impl Target {
 }
 
 /// `url` with its password (if any) replaced by `***`, for messages and the report.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
-    };
-    let user = rest[..at].split_once(':').map_or("", |(user, _)| user);
-    format!("{scheme}://{user}:***{}", &rest[at..])
-}
+pub(crate) use curlyq_lua::redact_url as redact;
 
 /// The value of `field` in an INFO reply.
 fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {

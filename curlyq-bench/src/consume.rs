@@ -17,7 +17,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use curlyq::{Consumer, Job, QueueBackend};
+use curlyq::backend::QueueBackend;
+use curlyq::{Consumer, Job};
 
 use crate::cli::{Backend, ConsumeOptions};
 use crate::error::{BenchError, Context, Result};

@@ -218,8 +218,8 @@ pub async fn run(config: WorkerConfig) -> i32 {
             return 1;
         }
     };
-    let redis_config =
-        RedisConfig::default().response_timeout(Duration::from_millis(config.response_timeout_ms));
+    let redis_config = RedisConfig::default()
+        .with_response_timeout(Duration::from_millis(config.response_timeout_ms));
     let backend = match RedisBackend::connect_with(&config.url, redis_config).await {
         Ok(b) => Arc::new(b),
         Err(e) => {

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Env;
-use curlyq::{
-    BackendError, Consumer, ConsumerId, Job, KillJob, OrphanSweep, Producer, QueueBackend,
-    QueueName, Registration, RetryJob,
+use curlyq::backend::{
+    ConsumerId, KillJob, OrphanSweep, QueueBackend, QueueName, Registration, RetryJob,
 };
+use curlyq::{BackendError, Consumer, Job, Producer};
 use curlyq_faults::harness::{self, wait_for};
 use curlyq_faults::worker::Behaviour;
 use curlyq_redis_rs::RedisBackend;
@@ -152,7 +152,7 @@ async fn t10_wrong_types_leave_redis_byte_identical() {
     let b = &env.backend;
     let c = ConsumerId::from_string("c1");
     let dead_consumer = ConsumerId::from_string("gone");
-    let job = |id: &str| curlyq::EncodedJob {
+    let job = |id: &str| curlyq::backend::EncodedJob {
         id: id.to_owned(),
         data: Job::new("x").with_id(id).encode(),
     };
@@ -345,7 +345,7 @@ async fn run_op(
     c: &ConsumerId,
     op: usize,
 ) -> (&'static str, Result<(), BackendError>) {
-    let job = curlyq::EncodedJob {
+    let job = curlyq::backend::EncodedJob {
         id: "n".into(),
         data: Job::new("n").with_id("n").encode(),
     };
@@ -353,7 +353,7 @@ async fn run_op(
     match op {
         0 => ("push", b.push(q, &[job]).await.map(drop)),
         1 => {
-            let sched = curlyq::ScheduledJob { job, at: 1e10 };
+            let sched = curlyq::backend::ScheduledJob { job, at: 1e10 };
             ("schedule", b.schedule(q, &[sched]).await.map(drop))
         }
         2 => (
@@ -395,7 +395,7 @@ async fn run_op(
             )
         }
         _ => {
-            let trim = curlyq::DeadTrim {
+            let trim = curlyq::backend::DeadTrim {
                 killed_before: 0.0,
                 keep_at_most: 1000,
                 max_jobs: 10,

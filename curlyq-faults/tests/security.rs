@@ -8,7 +8,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use curlyq::{BackendError, Consumer, Job, Producer, QueueBackend};
+use curlyq::backend::QueueBackend;
+use curlyq::{BackendError, Consumer, Job, Producer};
 use curlyq_redis_rs::RedisBackend;
 use curlyq_testkit::RedisServer;
 
@@ -296,7 +297,11 @@ async fn tls_with_a_generated_certificate() {
         },
     )
     .unwrap();
-    let backend = Arc::new(RedisBackend::from_client(client).await.unwrap());
+    let backend = Arc::new(RedisBackend::new(
+        curlyq_redis_rs::RedisTransport::from_client(client)
+            .await
+            .unwrap(),
+    ));
     let shown = format!("{backend}\n{backend:?}");
     assert!(shown.starts_with("rediss://tls:***@127.0.0.1"), "{shown}");
     assert!(!shown.contains(PASSWORD), "{shown}");
@@ -316,7 +321,7 @@ async fn tls_with_a_generated_certificate() {
     assert!(!text.contains(PASSWORD), "{text}");
     // And a plain connection to the TLS port is an error, not a hang.
     let plain = format!("redis://127.0.0.1:{tls_port}/0");
-    let cfg = curlyq_redis_rs::RedisConfig::default().response_timeout(Duration::from_secs(2));
+    let cfg = curlyq_redis_rs::RedisConfig::default().with_response_timeout(Duration::from_secs(2));
     let started = std::time::Instant::now();
     assert!(RedisBackend::connect_with(&plain, cfg).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(10));

@@ -56,7 +56,7 @@ async fn fault_conn(env: &Env) -> MultiplexedConnection {
 
 /// A producer whose client gives up after [`RESPONSE_TIMEOUT`].
 async fn short_timeout_producer(env: &Env) -> LedgeredProducer {
-    let config = RedisConfig::default().response_timeout(RESPONSE_TIMEOUT);
+    let config = RedisConfig::default().with_response_timeout(RESPONSE_TIMEOUT);
     let backend = RedisBackend::connect_with(&env.server.url(), config)
         .await
         .unwrap();

@@ -10,9 +10,9 @@ use std::time::Duration;
 /// use curlyq_fred::FredConfig;
 ///
 /// let config = FredConfig::default()
-///     .pool_size(4)
-///     .response_timeout(Duration::from_secs(5));
-/// assert_eq!(config.get_pool_size(), 4);
+///     .with_pool_size(4)
+///     .with_response_timeout(Duration::from_secs(5));
+/// assert_eq!(config.pool_size(), 4);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FredConfig {
@@ -37,14 +37,14 @@ impl Default for FredConfig {
 
 impl FredConfig {
     /// How long to wait for a TCP (and TLS) connection to be set up.
-    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
         self
     }
 
     /// How long to wait for the reply to one operation (one pipeline of script calls).
     /// The poller's blocking wait adds it to its own block time.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
     }
@@ -52,35 +52,35 @@ impl FredConfig {
     /// The longest pause between two reconnection attempts after the connection was
     /// lost (the client keeps trying; operations meanwhile fail with `Unavailable` when
     /// their response timeout passes).
-    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+    pub fn with_reconnect_max_delay(mut self, delay: Duration) -> Self {
         self.reconnect_max_delay = delay;
         self
     }
 
     /// How many connections ordinary operations are spread over (a fred `Pool`; at
     /// least 1). Each waiter has a connection of its own besides these.
-    pub fn pool_size(mut self, size: usize) -> Self {
+    pub fn with_pool_size(mut self, size: usize) -> Self {
         self.pool_size = size.max(1);
         self
     }
 
     /// The connection timeout.
-    pub fn get_connection_timeout(&self) -> Duration {
+    pub fn connection_timeout(&self) -> Duration {
         self.connection_timeout
     }
 
     /// The response timeout.
-    pub fn get_response_timeout(&self) -> Duration {
+    pub fn response_timeout(&self) -> Duration {
         self.response_timeout
     }
 
     /// The longest pause between reconnection attempts.
-    pub fn get_reconnect_max_delay(&self) -> Duration {
+    pub fn reconnect_max_delay(&self) -> Duration {
         self.reconnect_max_delay
     }
 
     /// The number of pooled connections.
-    pub fn get_pool_size(&self) -> usize {
+    pub fn pool_size(&self) -> usize {
         self.pool_size
     }
 }

@@ -2,14 +2,16 @@
 //! [`fred`] crate (Redis 6.0 or later, Valkey, Dragonfly).
 //!
 //! The same queue layout, job encoding and Lua scripts ([`curlyq_lua`]) as the redis-rs
-//! backend, so both backends, and Go CurlyQ, can share one queue.
+//! backend, so both backends, and Go CurlyQ, can share one queue. [`FredBackend`] is
+//! curlyq-lua's [`ScriptBackend`](curlyq_lua::ScriptBackend) on [`FredTransport`]: this
+//! crate holds only the transport.
 //!
 //! - Every operation is one script call with `EVALSHA`; a script missing from the
 //!   server's cache is loaded and the call sent again (for every client of a pool).
 //!   Batches beyond `MAX_BATCH` are chunked and pipelined in one round trip.
-//! - Build it from a URL ([`FredBackend::connect`]) or from a fred [`Client`] or
-//!   [`Pool`] the application already has ([`FredBackend::from_client`],
-//!   [`FredBackend::from_pool`]).
+//! - Build it from a URL (`FredBackend::connect`) or from a fred [`Client`] or
+//!   [`Pool`] the application already has ([`FredTransport::from_client`],
+//!   [`FredTransport::from_pool`]).
 //! - Each [`waiter`](curlyq_core::QueueBackend::waiter) has its own client: fred queues
 //!   every command behind a blocking one on the same connection.
 //! - Errors: an unreachable or silent server is `BackendError::Unavailable`, an error
@@ -37,13 +39,20 @@
 //! [`Client`]: fred::clients::Client
 //! [`Pool`]: fred::clients::Pool
 
-mod backend;
 mod config;
 mod error;
-mod reply;
-mod waiter;
+mod transport;
 
-pub use backend::FredBackend;
 pub use config::FredConfig;
-pub use error::FredFailure;
+pub use curlyq_lua::RedisFailure;
 pub use fred;
+pub use transport::{FredDedicated, FredTransport};
+
+/// curlyq's [`QueueBackend`](curlyq_core::QueueBackend) on Redis (or Valkey,
+/// Dragonfly...) through the `fred` crate: [`ScriptBackend`](curlyq_lua::ScriptBackend)
+/// on [`FredTransport`].
+///
+/// Build it with `FredBackend::connect(url)`, `FredBackend::connect_with(url, config)`
+/// ([`FredConfig`]), or `FredBackend::new(FredTransport::from_pool(&pool))`. Cloning is
+/// cheap and shares the clients.
+pub type FredBackend = curlyq_lua::ScriptBackend<FredTransport>;

@@ -30,7 +30,7 @@ async fn fred_backend_on_a_user_pool_meets_the_contract() {
         .build_pool(3)
         .unwrap();
     pool.init().await.unwrap();
-    let backend = FredBackend::from_pool(&pool);
+    let backend = FredBackend::new(curlyq_fred::FredTransport::from_pool(&pool));
     let failures = contract::check_backend_all(&backend, "{pool}-").await;
     for failure in &failures {
         eprintln!("{failure}");

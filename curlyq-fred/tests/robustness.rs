@@ -126,8 +126,8 @@ async fn unreachable_server_is_unavailable() {
 async fn stopped_server_is_unavailable_then_recovers() {
     let mut server = RedisServer::start().unwrap();
     let config = FredConfig::default()
-        .response_timeout(Duration::from_millis(500))
-        .reconnect_max_delay(Duration::from_millis(100));
+        .with_response_timeout(Duration::from_millis(500))
+        .with_reconnect_max_delay(Duration::from_millis(100));
     let backend = FredBackend::connect_with(&server.url(), config)
         .await
         .unwrap();
@@ -280,7 +280,7 @@ async fn waiter_does_not_starve_other_operations() {
 
     // Beyond the response timeout: the client waits for the server's answer.
     raw(&server, &["DEL", "{q}:signal"]);
-    let short = FredConfig::default().response_timeout(Duration::from_millis(200));
+    let short = FredConfig::default().with_response_timeout(Duration::from_millis(200));
     let quick = FredBackend::connect_with(&server.url(), short)
         .await
         .unwrap();

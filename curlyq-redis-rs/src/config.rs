@@ -9,9 +9,9 @@ use std::time::Duration;
 /// use curlyq_redis_rs::RedisConfig;
 ///
 /// let config = RedisConfig::default()
-///     .connection_timeout(Duration::from_secs(2))
-///     .response_timeout(Duration::from_secs(5));
-/// assert_eq!(config.get_response_timeout(), Duration::from_secs(5));
+///     .with_connection_timeout(Duration::from_secs(2))
+///     .with_response_timeout(Duration::from_secs(5));
+/// assert_eq!(config.response_timeout(), Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -36,7 +36,7 @@ impl Default for RedisConfig {
 
 impl RedisConfig {
     /// How long to wait for a TCP (and TLS) connection to be set up.
-    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
         self
     }
@@ -44,7 +44,7 @@ impl RedisConfig {
     /// How long to wait for the reply to one operation (one pipeline of script calls).
     /// The poller's blocking wait adds this margin to its own block timeout, so it never
     /// fails on the client side before the server answers.
-    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
     }
@@ -52,34 +52,34 @@ impl RedisConfig {
     /// How many times the shared connection retries to reconnect (with exponential
     /// backoff) after it was lost, before operations fail with `Unavailable` until the
     /// next attempt.
-    pub fn reconnect_retries(mut self, retries: usize) -> Self {
+    pub fn with_reconnect_retries(mut self, retries: usize) -> Self {
         self.reconnect_retries = retries;
         self
     }
 
     /// The longest pause between two reconnection attempts.
-    pub fn reconnect_max_delay(mut self, delay: Duration) -> Self {
+    pub fn with_reconnect_max_delay(mut self, delay: Duration) -> Self {
         self.reconnect_max_delay = delay;
         self
     }
 
     /// The connection timeout.
-    pub fn get_connection_timeout(&self) -> Duration {
+    pub fn connection_timeout(&self) -> Duration {
         self.connection_timeout
     }
 
     /// The response timeout.
-    pub fn get_response_timeout(&self) -> Duration {
+    pub fn response_timeout(&self) -> Duration {
         self.response_timeout
     }
 
     /// The number of reconnection attempts.
-    pub fn get_reconnect_retries(&self) -> usize {
+    pub fn reconnect_retries(&self) -> usize {
         self.reconnect_retries
     }
 
     /// The longest pause between reconnection attempts.
-    pub fn get_reconnect_max_delay(&self) -> Duration {
+    pub fn reconnect_max_delay(&self) -> Duration {
         self.reconnect_max_delay
     }
 }

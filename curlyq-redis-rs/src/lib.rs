@@ -8,6 +8,10 @@
 //! declared, so a queue whose name carries a hash tag (`{emails}`) lives in one Redis
 //! Cluster slot.
 //!
+//! [`RedisBackend`] is curlyq-lua's [`ScriptBackend`](curlyq_lua::ScriptBackend) on
+//! [`RedisTransport`]: this crate holds only the transport (connection set-up, sending
+//! pipelines, the waiter's dedicated connection, the client's errors).
+//!
 //! - Ordinary operations share one auto-reconnecting multiplexed connection
 //!   ([`redis::aio::ConnectionManager`]) with a bounded response timeout
 //!   ([`RedisConfig`]).
@@ -52,13 +56,21 @@
 //! [`BackendError::Rejected`]: curlyq_core::BackendError::Rejected
 //! [`BackendError::NotRegistered`]: curlyq_core::BackendError::NotRegistered
 
-mod backend;
 mod config;
 mod error;
-mod reply;
-mod waiter;
+mod transport;
 
-pub use backend::RedisBackend;
 pub use config::RedisConfig;
-pub use error::RedisFailure;
+pub use curlyq_lua::RedisFailure;
 pub use redis;
+pub use transport::{RedisDedicated, RedisTransport};
+
+/// curlyq's [`QueueBackend`](curlyq_core::QueueBackend) on Redis (or Valkey,
+/// Dragonfly...) through the `redis` crate: [`ScriptBackend`](curlyq_lua::ScriptBackend)
+/// on [`RedisTransport`].
+///
+/// Build it with [`RedisBackend::connect`](curlyq_lua::ScriptBackend::connect) (a URL),
+/// [`connect_with`](curlyq_lua::ScriptBackend::connect_with) (a URL and a
+/// [`RedisConfig`]), or `RedisBackend::new(RedisTransport::from_client(client).await?)`.
+/// Cloning is cheap and shares the connection.
+pub type RedisBackend = curlyq_lua::ScriptBackend<RedisTransport>;

@@ -236,7 +236,7 @@ async fn waiter_blocks_on_its_own_connection() {
     let _: () = e.q(&["DEL", &e.keys.signal]).await;
     let backend = RedisBackend::connect_with(
         &e.server.url(),
-        curlyq_redis_rs::RedisConfig::default().response_timeout(Duration::from_millis(200)),
+        curlyq_redis_rs::RedisConfig::default().with_response_timeout(Duration::from_millis(200)),
     )
     .await
     .unwrap();

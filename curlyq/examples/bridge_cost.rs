@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use curlyq::{EncodedJob, QueueBackend, QueueName};
+use curlyq::backend::{EncodedJob, QueueBackend, QueueName};
 use curlyq_testkit::RedisServer;
 
 const N: usize = 20_000;

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use curlyq::{Consumer, Job, Producer, QueueBackend, Runtime};
+use curlyq::backend::QueueBackend;
+use curlyq::runtime::Runtime;
+use curlyq::{Consumer, Job, Producer};
 
 const JOBS: usize = 5;
 
@@ -31,9 +33,9 @@ fn main() -> Result<(), Error> {
 /// The runtime the features choose, for the in-memory backend's timers.
 fn runtime() -> Arc<dyn Runtime> {
     #[cfg(feature = "tokio")]
-    return Arc::new(curlyq::TokioRuntime);
+    return Arc::new(curlyq::runtime::TokioRuntime);
     #[cfg(not(feature = "tokio"))]
-    return Arc::new(curlyq::AsyncIoRuntime);
+    return Arc::new(curlyq::runtime::AsyncIoRuntime);
 }
 
 async fn quickstart() -> Result<(), Error> {

@@ -5,8 +5,15 @@
 //! Choose the backend (`redis-rs`, `fred`) and the runtime (`tokio`, `async-std`,
 //! `smol`) with features: `redis-rs` and `tokio` are on by default. Features are
 //! additive: with several runtimes on, a consumer built inside a tokio runtime runs on
-//! tokio, any other on the async-io reactor that async-std and smol share. Everything users name is re-exported here: [`Producer`], [`Consumer`],
-//! [`Job`], the errors, and [`connect`].
+//! tokio, any other on the async-io reactor that async-std and smol share.
+//!
+//! What an application names is at the root: [`Producer`], [`Consumer`] with its
+//! [builder](ConsumerBuilder) and [options](ConsumerOptions), [`Job`], the errors,
+//! [`connect`], and the backends with their settings (`RedisBackend` / `RedisConfig`,
+//! `FredBackend` / `FredConfig`) and their clients' crates (`curlyq::redis`,
+//! `curlyq::fred`), so that a client you build yourself has the version curlyq uses.
+//! The contract for backend authors is under [`backend`], the runtimes under
+//! [`runtime`].
 //!
 //! ```no_run
 //! use curlyq::{Consumer, Job, Producer};
@@ -42,15 +49,45 @@ compile_error!(
 
 use std::sync::Arc;
 
-pub use curlyq_core::*;
+pub use curlyq_core::{
+    backoff, backoff_bounds, backoff_with_jitter, BackendError, BoxError, ConfigError,
+    ConsumeError, Consumer, ConsumerBuilder, ConsumerOptions, ConsumerStats, DecodeError, Job,
+    LoopName, ProduceError, Producer, DEFAULT_MAX_PAYLOAD,
+};
 
-/// The backend on the `redis` crate (feature `redis-rs`).
 #[cfg(feature = "redis-rs")]
-pub use curlyq_redis_rs::RedisBackend;
+pub use curlyq_redis_rs::{redis, RedisBackend, RedisConfig, RedisTransport};
 
-/// The backend on the `fred` crate (feature `fred`).
 #[cfg(feature = "fred")]
-pub use curlyq_fred::FredBackend;
+pub use curlyq_fred::{fred, FredBackend, FredConfig, FredTransport};
+
+use backend::QueueBackend;
+
+/// For authors of backends and tools: the [`QueueBackend`] contract and its data types,
+/// and the Redis backend written once over a [`Transport`](backend::Transport) (which
+/// `RedisBackend` and `FredBackend` are).
+///
+/// Applications rarely name these: they give a backend to [`Producer`] and
+/// [`Consumer`]. To test a backend of your own against the contract, see the
+/// `curlyq-testkit` crate.
+pub mod backend {
+    pub use curlyq_core::{
+        async_trait, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport,
+        OrphanSweep, QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob,
+        TakenJob, Waiter, MAX_BATCH,
+    };
+    pub use curlyq_lua::calls::Reply;
+    pub use curlyq_lua::{
+        Command, Connect, DedicatedConnection, RedisFailure, ScriptBackend, Secrets, Transport,
+    };
+}
+
+/// The async runtimes a [`Consumer`] runs on: [`Runtime`](runtime::Runtime) and its
+/// implementations (`TokioRuntime` with the `tokio` feature, `AsyncIoRuntime` with
+/// `async-std` or `smol`).
+pub mod runtime {
+    pub use curlyq_core::runtime::*;
+}
 
 /// Connects to the Redis at `url` with the backend chosen by features: redis-rs when the
 /// `redis-rs` feature is on (also when `fred` is on too), else fred. Use

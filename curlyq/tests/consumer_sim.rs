@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use curlyq::backend::{ConsumerId, Registration};
 use curlyq::{
-    backoff_bounds, BoxError, ConfigError, ConsumeError, Consumer, ConsumerId, Job, LoopName,
-    ProduceError, Registration,
+    backoff_bounds, BoxError, ConfigError, ConsumeError, Consumer, Job, LoopName, ProduceError,
 };
 use curlyq_testkit::{ManualRuntime, Operation, QueueSnapshot};
 
@@ -461,7 +461,7 @@ async fn a_reaped_consumer_rejoins_under_a_fresh_id_and_its_stale_ack_changes_no
     let report = backend
         .requeue_orphans(
             &sim.queue,
-            curlyq::OrphanSweep {
+            curlyq::backend::OrphanSweep {
                 expired_before: unix(sim.now()) + 1.0,
                 max_jobs: 50,
                 max_orphan_requeues: 0,
@@ -1004,10 +1004,10 @@ async fn a_consumer_back_from_a_long_silence_skips_buffered_jobs_that_were_hande
     sim.rt.advance_and_settle(MIN).await;
     sim.backend.set_unavailable(false);
     let now = unix(sim.now());
-    let report = curlyq::QueueBackend::requeue_orphans(
+    let report = curlyq::backend::QueueBackend::requeue_orphans(
         &sim.backend,
         &sim.queue,
-        curlyq::OrphanSweep {
+        curlyq::backend::OrphanSweep {
             expired_before: now - 20.0,
             max_jobs: 100,
             max_orphan_requeues: 0,

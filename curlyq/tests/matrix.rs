@@ -19,10 +19,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use curlyq::{
-    BoxError, ConsumeError, Consumer, ConsumerBuilder, ConsumerId, Job, Producer, QueueBackend,
-    QueueName, Registration, Runtime,
-};
+use curlyq::backend::{ConsumerId, QueueBackend, QueueName, Registration};
+use curlyq::runtime::Runtime;
+use curlyq::{BoxError, ConsumeError, Consumer, ConsumerBuilder, Job, Producer};
 use curlyq_testkit::RedisServer;
 use futures::future::{select, Either};
 
@@ -180,9 +179,9 @@ where
         }
         let clock: Arc<dyn Runtime> = match exec {
             #[cfg(feature = "tokio")]
-            Exec::Tokio => Arc::new(curlyq::TokioRuntime),
+            Exec::Tokio => Arc::new(curlyq::runtime::TokioRuntime),
             #[cfg(any(feature = "async-std", feature = "smol"))]
-            Exec::AsyncStd | Exec::Smol => Arc::new(curlyq::AsyncIoRuntime),
+            Exec::AsyncStd | Exec::Smol => Arc::new(curlyq::runtime::AsyncIoRuntime),
             #[allow(unreachable_patterns)]
             other => panic!("runtime {other:?} is not enabled"),
         };
@@ -370,7 +369,7 @@ fn recovers_the_jobs_of_a_crashed_consumer() {
         }
         // A consumer that took the jobs and died an hour ago.
         let crashed = ConsumerId::random();
-        let an_hour_ago = curlyq::unix_seconds(SystemTime::now()) - 3600.0;
+        let an_hour_ago = curlyq::runtime::unix_seconds(SystemTime::now()) - 3600.0;
         w.backend
             .register(&queue, &crashed, an_hour_ago, Registration::Join)
             .await

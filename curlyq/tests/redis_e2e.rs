@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::{reporting, start, unix};
-use curlyq::{BackendError, ConsumeError, Consumer, Job, LoopName, Producer, QueueBackend};
+use curlyq::backend::QueueBackend;
+use curlyq::{BackendError, ConsumeError, Consumer, Job, LoopName, Producer};
 use curlyq_testkit::RedisServer;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn clock() -> Arc<dyn curlyq::Runtime> {
-    Arc::new(curlyq::TokioRuntime)
+fn clock() -> Arc<dyn curlyq::runtime::Runtime> {
+    Arc::new(curlyq::runtime::TokioRuntime)
 }
 
 async fn backend(server: &RedisServer) -> Arc<dyn QueueBackend> {

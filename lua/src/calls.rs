@@ -2,19 +2,21 @@
 //! the script calls to send (keys and arguments, split into chunks of at most
 //! [`MAX_BATCH`]) and the parsing of their replies.
 //!
-//! A backend only converts its client's reply values into [`Reply`], sends a batch of
-//! [`ScriptCall`]s as one pipeline (`EVALSHA`, loading the script after `NOSCRIPT`,
-//! `EVAL` as the last resort) and maps its client's errors.
+//! [`ScriptBackend`](crate::ScriptBackend) sends these calls through a
+//! [`Transport`](crate::Transport), which converts its client's reply values into
+//! [`Reply`].
 
 use curlyq_core::{
     BackendError, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     Registration, RetryJob, ScheduledJob, TakenJob, MAX_BATCH,
 };
 
+use crate::transport::Command;
 use crate::Keys;
 
 /// A reply from the server in a client-neutral form.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Reply {
     /// Nil (a null bulk string or array).
     Nil,
@@ -30,6 +32,8 @@ pub enum Reply {
     Bool(bool),
     /// An array (or a RESP3 set).
     Array(Vec<Reply>),
+    /// A RESP3 map, as its pairs in the order sent.
+    Map(Vec<(Reply, Reply)>),
     /// An error reply found inside another reply.
     Error {
         /// The error's code (its first word, such as `WRONGTYPE`).
@@ -52,6 +56,7 @@ impl Reply {
             Reply::Double(_) => "a double",
             Reply::Bool(_) => "a boolean",
             Reply::Array(_) => "an array",
+            Reply::Map(_) => "a map",
             Reply::Error { .. } => "an error",
             Reply::Other(kind) => kind,
         }
@@ -60,6 +65,7 @@ impl Reply {
 
 /// One of the scripts of this crate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ScriptId {
     /// [`PUSH`](crate::PUSH).
     Push,
@@ -151,15 +157,6 @@ impl ScriptCall {
     fn num(&mut self, n: impl std::fmt::Display) -> &mut Self {
         self.arg(n.to_string())
     }
-}
-
-/// A plain command (not a script call): its name and arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    /// The command's name.
-    pub name: &'static str,
-    /// Its arguments.
-    pub args: Vec<Vec<u8>>,
 }
 
 /// An invalid-reply error.
@@ -266,6 +263,72 @@ pub fn optional_score(op: &str, reply: &Reply) -> Result<Option<f64>, BackendErr
             .map(Some)
             .ok_or_else(|| invalid(format!("{op}: a score that is not a number"))),
     }
+}
+
+/// A text (an ID, a consumer name): invalid UTF-8 is replaced, never refused.
+pub fn text(op: &str, reply: &Reply) -> Result<String, BackendError> {
+    let raw =
+        optional_bytes(op, reply)?.ok_or_else(|| invalid(format!("{op}: an unexpected nil")))?;
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+/// The elements of an array (or RESP3 set) reply as texts.
+pub fn texts(op: &str, reply: &Reply) -> Result<Vec<String>, BackendError> {
+    array(op, reply)?
+        .iter()
+        .map(|item| text(op, item))
+        .collect()
+}
+
+/// `(member, score)` pairs of a `WITHSCORES` reply: flat in RESP2, pairs in RESP3.
+pub fn scored(op: &str, reply: &Reply) -> Result<Vec<(String, f64)>, BackendError> {
+    let items = array(op, reply)?;
+    let score = |item: &Reply| {
+        optional_score(op, item)?.ok_or_else(|| invalid(format!("{op}: a nil score")))
+    };
+    if !items.is_empty() && items.iter().all(|item| matches!(item, Reply::Array(_))) {
+        return items
+            .iter()
+            .map(|item| match array(op, item)? {
+                [member, at] => Ok((text(op, member)?, score(at)?)),
+                _ => Err(invalid(format!("{op}: a malformed scored member"))),
+            })
+            .collect();
+    }
+    if items.len() % 2 != 0 {
+        return Err(invalid(format!("{op}: an odd number of elements")));
+    }
+    items
+        .chunks_exact(2)
+        .map(|pair| match pair {
+            [member, at] => Ok((text(op, member)?, score(at)?)),
+            _ => Err(invalid(format!("{op}: an odd number of elements"))),
+        })
+        .collect()
+}
+
+/// Field/value pairs of a hash reply (flat in RESP2, a map in RESP3), values as bytes.
+pub fn hash(op: &str, reply: &Reply) -> Result<Vec<(String, Vec<u8>)>, BackendError> {
+    let value = |item: &Reply| {
+        optional_bytes(op, item)?.ok_or_else(|| invalid(format!("{op}: a nil value")))
+    };
+    if let Reply::Map(pairs) = reply {
+        return pairs
+            .iter()
+            .map(|(field, v)| Ok((text(op, field)?, value(v)?)))
+            .collect();
+    }
+    let items = array(op, reply)?;
+    if items.len() % 2 != 0 {
+        return Err(invalid(format!("{op}: an odd number of elements")));
+    }
+    items
+        .chunks_exact(2)
+        .map(|pair| match pair {
+            [field, v] => Ok((text(op, field)?, value(v)?)),
+            _ => Err(invalid(format!("{op}: an odd number of elements"))),
+        })
+        .collect()
 }
 
 /// The only reply of a single call.
@@ -626,20 +689,13 @@ impl OrphanSweeper {
 
     /// Step 1: the command listing the expired consumers, oldest first.
     pub fn list(&self) -> Command {
-        Command {
-            name: "ZRANGEBYSCORE",
-            args: [
-                self.keys.consumers.as_str(),
-                "-inf",
-                &self.expired_before,
-                "LIMIT",
-                "0",
-                &CONSUMERS_PER_SWEEP_CALL.to_string(),
-            ]
-            .iter()
-            .map(|a| a.as_bytes().to_vec())
-            .collect(),
-        }
+        Command::new("ZRANGEBYSCORE")
+            .arg(&self.keys.consumers)
+            .arg("-inf")
+            .arg(&self.expired_before)
+            .arg("LIMIT")
+            .arg("0")
+            .arg(CONSUMERS_PER_SWEEP_CALL.to_string())
     }
 
     /// The in-flight keys the listing answered (none for nil).

@@ -1,5 +1,13 @@
-//! The Lua scripts and the Redis key layout shared by curlyq's Redis backends
-//! (`curlyq-redis-rs`, and `curlyq-fred`), one script per atomic operation.
+//! curlyq's Redis backend, written once: the Lua scripts (one per atomic operation), the
+//! Redis key layout, and [`ScriptBackend`], the `QueueBackend` on any client that
+//! provides a [`Transport`].
+//!
+//! `curlyq-redis-rs` and `curlyq-fred` are a transport each (connection set-up, sending
+//! a pipeline, a dedicated connection for the blocking wait, their client's errors);
+//! everything else (`EVALSHA` with its `NOSCRIPT` reload, reply parsing, `NOTREG`, the
+//! orphan sweep, the kill of non-UTF-8 IDs, the snapshot, the waiter's reconnection,
+//! password redaction) is here. A new client gets a complete backend by implementing
+//! [`Transport`] (and [`Connect`] for `ScriptBackend::connect(url)`).
 //!
 //! Every key of a queue `Q` starts with `Q:`, so a hash-tagged queue name such as
 //! `{emails}` keeps the whole queue in one Redis Cluster slot. Every key a script touches
@@ -20,7 +28,14 @@
 //! `{}` formatting of an `f64` gives the shortest string that round-trips) and handed to
 //! Redis as given, never through a Lua number.
 
+mod backend;
 pub mod calls;
+mod redact;
+pub mod transport;
+
+pub use backend::{error_reply, script_sha, ScriptBackend};
+pub use redact::{redact_url, url_password, RedisFailure, Secrets};
+pub use transport::{Command, Connect, DedicatedConnection, Transport};
 
 /// Most jobs (or IDs) a caller passes to one script call: the core's batch size, which
 /// the builders in [`calls`] chunk by.

@@ -7,9 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use curlyq::{
-    BoxError, ConsumeError, Consumer, ConsumerBuilder, Job, Producer, QueueBackend, QueueName,
-};
+use curlyq::backend::{QueueBackend, QueueName};
+use curlyq::{BoxError, ConsumeError, Consumer, ConsumerBuilder, Job, Producer};
 use curlyq_testkit::{ManualRuntime, MemoryBackend, QueueSnapshot};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -75,7 +74,7 @@ pub type HandlerFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), BoxErr
 
 /// A handler that reports each start on a channel, then behaves as `behave` says.
 pub fn reporting<F, Fut>(
-    clock: Arc<dyn curlyq::Runtime>,
+    clock: Arc<dyn curlyq::runtime::Runtime>,
     behave: F,
 ) -> (
     impl Fn(Job) -> HandlerFuture + Send + Sync + 'static,
@@ -103,7 +102,7 @@ where
 /// A handler that reports each start (as [`reporting`] does) and then waits for a permit
 /// of the returned gate: `gate.add_permits(k)` lets k running jobs succeed.
 pub fn gated(
-    clock: Arc<dyn curlyq::Runtime>,
+    clock: Arc<dyn curlyq::runtime::Runtime>,
 ) -> (
     Arc<tokio::sync::Semaphore>,
     impl Fn(Job) -> HandlerFuture + Send + Sync + 'static,
@@ -166,7 +165,7 @@ impl Sim {
         Arc::new(self.backend.clone())
     }
 
-    pub fn clock(&self) -> Arc<dyn curlyq::Runtime> {
+    pub fn clock(&self) -> Arc<dyn curlyq::runtime::Runtime> {
         self.rt.clone()
     }
 
@@ -175,7 +174,7 @@ impl Sim {
     }
 
     pub fn now(&self) -> SystemTime {
-        curlyq::Runtime::now(&*self.rt)
+        curlyq::runtime::Runtime::now(&*self.rt)
     }
 
     /// Moves the clock in `step`s (at most `max` in all) until `rx` yields an event.
@@ -256,5 +255,5 @@ pub fn secs(s: f64) -> Duration {
 }
 
 pub fn unix(t: SystemTime) -> f64 {
-    curlyq::unix_seconds(t)
+    curlyq::runtime::unix_seconds(t)
 }
