@@ -2,13 +2,15 @@
 
 pub mod conformance;
 pub mod contract;
+mod faulty;
 mod manual;
 mod memory;
 mod redis_server;
 pub mod sim;
 
 pub use manual::{ManualRuntime, SETTLE_YIELDS};
-pub use memory::{orphan_kill_reason, FailWhen, InjectedFailure, MemoryBackend, Operation};
+pub use faulty::{FailWhen, Faulty, InjectedFailure, Operation};
+pub use memory::{orphan_kill_reason, MemoryBackend};
 pub use redis_server::RedisServer;
 
 /// The plain-data picture of a queue (defined in `curlyq-core`).

@@ -7,7 +7,7 @@ use curlyq_core::{
     QueueBackend, QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
 };
 use curlyq_testkit::contract::{self, CHECKS};
-use curlyq_testkit::MemoryBackend;
+use curlyq_testkit::{Faulty, MemoryBackend};
 
 #[tokio::test]
 async fn memory_backend_passes_every_check() {
@@ -156,7 +156,7 @@ async fn a_broken_ack_is_reported_not_panicked() {
 
 #[tokio::test]
 async fn an_unavailable_backend_is_reported_with_the_operation() {
-    let backend = MemoryBackend::new();
+    let backend = Faulty::new(MemoryBackend::new());
     backend.set_unavailable(true);
     let failure = CHECKS[0].run(&backend, "down:").await.unwrap_err();
     assert!(failure.message.contains("push failed"), "{failure}");
