@@ -8,8 +8,8 @@ mod memory;
 mod redis_server;
 pub mod sim;
 
-pub use manual::{ManualRuntime, SETTLE_YIELDS};
 pub use faulty::{FailWhen, Faulty, InjectedFailure, Operation};
+pub use manual::{ManualRuntime, SETTLE_YIELDS};
 pub use memory::{orphan_kill_reason, MemoryBackend};
 pub use redis_server::RedisServer;
 
