@@ -6,12 +6,13 @@ mod faulty;
 mod manual;
 mod memory;
 mod redis_server;
+pub mod robustness;
 pub mod sim;
 
 pub use faulty::{FailWhen, Faulty, InjectedFailure, Operation};
 pub use manual::{ManualRuntime, SETTLE_YIELDS};
 pub use memory::{orphan_kill_reason, MemoryBackend};
-pub use redis_server::RedisServer;
+pub use redis_server::{RedisServer, Resp};
 
 /// The plain-data picture of a queue (defined in `curlyq-core`).
 pub use curlyq_core::QueueSnapshot;
