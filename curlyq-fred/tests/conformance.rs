@@ -1,6 +1,7 @@
 //! The testkit's model-based conformance suite on FredBackend against a real Redis:
 //! random sequences of operations on fred and on the reference MemoryBackend must agree
-//! step by step (`PROPTEST_CASES` cases, default 256; each case on a fresh queue name).
+//! step by step (`PROPTEST_CASES` cases, default 256; each case on a fresh queue name). Failing cases are saved in
+//! `proptest-regressions/conformance.txt` and replayed first by every later run.
 
 use curlyq_fred::FredBackend;
 use curlyq_testkit::{conformance, RedisServer};
