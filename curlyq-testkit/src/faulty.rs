@@ -28,8 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
-    QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakenJob,
-    Waiter,
+    QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
 };
 
 /// One operation of a [`QueueBackend`], as seen by [`Faulty`]'s hooks and call counters
@@ -257,7 +256,11 @@ impl<B> Faulty<B> {
 }
 
 /// Counts the call and applies the fault hooks.
-fn gate(faults: &Mutex<Faults>, operation: Operation, queue: &QueueName) -> Result<Gate, BackendError> {
+fn gate(
+    faults: &Mutex<Faults>,
+    operation: Operation,
+    queue: &QueueName,
+) -> Result<Gate, BackendError> {
     let mut faults = lock(faults);
     *faults.calls.entry(operation).or_insert(0) += 1;
     let fail = if faults.fail_next > 0 {
@@ -326,7 +329,11 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         jobs: &[ScheduledJob],
     ) -> Result<Vec<bool>, BackendError> {
         let gate = self.gate(Operation::Schedule, queue)?;
-        settle(gate, Operation::Schedule, self.inner.schedule(queue, jobs).await)
+        settle(
+            gate,
+            Operation::Schedule,
+            self.inner.schedule(queue, jobs).await,
+        )
     }
 
     async fn register(
@@ -359,7 +366,11 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         max: usize,
     ) -> Result<Vec<TakenJob>, BackendError> {
         let gate = self.gate(Operation::Take, queue)?;
-        settle(gate, Operation::Take, self.inner.take(queue, consumer, max).await)
+        settle(
+            gate,
+            Operation::Take,
+            self.inner.take(queue, consumer, max).await,
+        )
     }
 
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
@@ -379,7 +390,11 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         ids: &[String],
     ) -> Result<Vec<bool>, BackendError> {
         let gate = self.gate(Operation::Ack, queue)?;
-        settle(gate, Operation::Ack, self.inner.ack(queue, consumer, ids).await)
+        settle(
+            gate,
+            Operation::Ack,
+            self.inner.ack(queue, consumer, ids).await,
+        )
     }
 
     async fn retry(
@@ -389,7 +404,11 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         jobs: &[RetryJob],
     ) -> Result<Vec<bool>, BackendError> {
         let gate = self.gate(Operation::Retry, queue)?;
-        settle(gate, Operation::Retry, self.inner.retry(queue, consumer, jobs).await)
+        settle(
+            gate,
+            Operation::Retry,
+            self.inner.retry(queue, consumer, jobs).await,
+        )
     }
 
     async fn kill(
@@ -427,7 +446,11 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
 
     async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
         let gate = self.gate(Operation::TrimDead, queue)?;
-        settle(gate, Operation::TrimDead, self.inner.trim_dead(queue, trim).await)
+        settle(
+            gate,
+            Operation::TrimDead,
+            self.inner.trim_dead(queue, trim).await,
+        )
     }
 
     async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {

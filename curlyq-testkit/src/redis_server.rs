@@ -159,9 +159,8 @@ impl RedisServer {
     pub fn query(&self, args: &[&[u8]]) -> io::Result<Resp> {
         let bytes = self.command_bytes(args)?;
         let mut rest = &bytes[..];
-        parse_reply(&mut rest).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "a reply that is not RESP2")
-        })
+        parse_reply(&mut rest)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a reply that is not RESP2"))
     }
 
     /// Like [`command`](Self::command), with binary arguments and reply.
@@ -220,7 +219,10 @@ impl Resp {
         match self {
             Resp::Array(Some(items)) => items
                 .iter()
-                .map(|item| item.bytes().map(|b| String::from_utf8_lossy(&b).into_owned()))
+                .map(|item| {
+                    item.bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
                 .collect(),
             _ => None,
         }

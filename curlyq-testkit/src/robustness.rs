@@ -63,7 +63,10 @@ pub struct Client<B> {
 impl<B> fmt::Debug for Client<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("with_response_timeout", &self.with_response_timeout.is_some())
+            .field(
+                "with_response_timeout",
+                &self.with_response_timeout.is_some(),
+            )
             .field("load_scripts", &self.load_scripts.is_some())
             .finish_non_exhaustive()
     }
@@ -377,10 +380,7 @@ pub async fn reloads_scripts_after_script_flush<B: Backend>(env: Env<B>) {
     let (backend, queue) = (&env.backend, &env.queue);
     backend.push(queue, &[job("a", "A")]).await.unwrap();
     assert_eq!(env.raw(&["SCRIPT", "FLUSH"]), "+OK\r\n");
-    assert_eq!(
-        backend.push(queue, &[job("b", "B")]).await.unwrap(),
-        [true]
-    );
+    assert_eq!(backend.push(queue, &[job("b", "B")]).await.unwrap(), [true]);
     assert_eq!(env.raw(&["SCRIPT", "FLUSH"]), "+OK\r\n");
     let new = backend.push(queue, &many(2500)).await.unwrap();
     assert!(new.len() == 2500 && new.iter().all(|b| *b));
@@ -446,7 +446,10 @@ pub async fn wrongtype_rejects_without_writing<B: Backend>(env: Env<B>) {
         }
         other => panic!("{op}: expected Rejected, got {other:?}"),
     };
-    rejected(backend.push(queue, &[job("n", "N")]).await.map(drop), "push");
+    rejected(
+        backend.push(queue, &[job("n", "N")]).await.map(drop),
+        "push",
+    );
     rejected(backend.take(queue, &c, 5).await.map(drop), "take");
     rejected(backend.ack(queue, &c, &ids(&["a"])).await.map(drop), "ack");
     rejected(

@@ -39,7 +39,10 @@ fn check_names_are_unique_and_described() {
     names.dedup();
     assert_eq!(names.len(), CHECKS.len());
     assert!(CHECKS.iter().all(|c| !c.rule.is_empty()));
-    let mut all: Vec<&str> = names.into_iter().chain(FAULT_CHECKS.iter().map(|c| c.name)).collect();
+    let mut all: Vec<&str> = names
+        .into_iter()
+        .chain(FAULT_CHECKS.iter().map(|c| c.name))
+        .collect();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), CHECKS.len() + FAULT_CHECKS.len());
@@ -51,8 +54,20 @@ fn check_names_are_unique_and_described() {
 #[test]
 fn check_names_start_with_their_operation() {
     let prefixes = [
-        "push_", "schedule_", "register_", "take_", "wait_", "enqueue_due_", "ack_", "retry_",
-        "kill_", "give_back_", "requeue_orphans_", "orphan_", "trim_dead_", "unregister_",
+        "push_",
+        "schedule_",
+        "register_",
+        "take_",
+        "wait_",
+        "enqueue_due_",
+        "ack_",
+        "retry_",
+        "kill_",
+        "give_back_",
+        "requeue_orphans_",
+        "orphan_",
+        "trim_dead_",
+        "unregister_",
     ];
     for check in CHECKS {
         assert!(

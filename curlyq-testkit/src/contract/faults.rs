@@ -29,7 +29,11 @@ fn expect_injected<T: fmt::Debug>(
     };
     match injected {
         Some(injected) => {
-            ensure_eq!(injected.operation, operation, "operation of the injected fault");
+            ensure_eq!(
+                injected.operation,
+                operation,
+                "operation of the injected fault"
+            );
             ensure_eq!(injected.applied, applied, "{operation:?}: applied");
             Ok(())
         }
@@ -48,11 +52,7 @@ pub(super) async fn lost_reply_push_is_applied<B: QueueBackend>(
     q: &QueueName,
 ) -> Outcome {
     b.fail_next_applied(1);
-    expect_injected(
-        b.push(q, &[job("a", "first")]).await,
-        Operation::Push,
-        true,
-    )?;
+    expect_injected(b.push(q, &[job("a", "first")]).await, Operation::Push, true)?;
     ensure_eq!(
         b.push(q, &[job("a", "second")]).await.ctx("push")?,
         vec![false],
@@ -155,11 +155,16 @@ pub(super) async fn failing_calls_change_nothing<B: QueueBackend>(
     }];
     expect_injected(b.schedule(q, &sched).await, Operation::Schedule, false)?;
     expect_injected(
-        b.register(q, &consumer("new"), 2.0, Registration::Join).await,
+        b.register(q, &consumer("new"), 2.0, Registration::Join)
+            .await,
         Operation::Register,
         false,
     )?;
-    expect_injected(b.enqueue_due(q, 10.0, 10).await, Operation::EnqueueDue, false)?;
+    expect_injected(
+        b.enqueue_due(q, 10.0, 10).await,
+        Operation::EnqueueDue,
+        false,
+    )?;
     expect_injected(b.take(q, &c, 10).await, Operation::Take, false)?;
     expect_injected(b.ack(q, &c, &strings(&["a"])).await, Operation::Ack, false)?;
     let retry = RetryJob {

@@ -2,7 +2,10 @@
 
 use super::*;
 
-pub(super) async fn requeue_orphans_oldest_first_within_max(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn requeue_orphans_oldest_first_within_max(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     let (old, mid, idle) = (consumer("old"), consumer("mid"), consumer("idle"));
     join(b, q, &old, 10.0).await?;
     join(b, q, &mid, 20.0).await?;
@@ -92,7 +95,10 @@ pub(super) async fn requeue_orphans_oldest_first_within_max(b: &dyn QueueBackend
     Ok(())
 }
 
-pub(super) async fn requeue_orphans_spares_live_consumers(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn requeue_orphans_spares_live_consumers(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     let (live, edge) = (consumer("live"), consumer("edge"));
     join(b, q, &live, 50.0).await?;
     join(b, q, &edge, 40.0).await?;
@@ -135,7 +141,10 @@ pub(super) async fn requeue_orphans_spares_live_consumers(b: &dyn QueueBackend, 
     Ok(())
 }
 
-pub(super) async fn requeue_orphans_kills_crash_loops(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn requeue_orphans_kills_crash_loops(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     b.push(q, &jobs(&["crash", "fine"])).await.ctx("push")?;
     for round in 1..=2u32 {
         let victim = consumer(&format!("victim-{round}"));
@@ -224,7 +233,10 @@ pub(super) async fn requeue_orphans_kills_crash_loops(b: &dyn QueueBackend, q: &
     Ok(())
 }
 
-pub(super) async fn orphan_count_cleared_when_job_ends(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn orphan_count_cleared_when_job_ends(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     b.push(q, &jobs(&["j"])).await.ctx("push")?;
     let first = consumer("first");
     join(b, q, &first, 1.0).await?;

@@ -2,7 +2,10 @@
 
 use super::*;
 
-pub(super) async fn push_reports_new_and_keeps_order(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn push_reports_new_and_keeps_order(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     let added = b.push(q, &jobs(&["a", "b", "c"])).await.ctx("push")?;
     ensure_eq!(added, vec![true, true, true], "push of three new jobs");
     let added = b.push(q, &[]).await.ctx("push of nothing")?;
@@ -100,7 +103,10 @@ pub(super) async fn push_deduplicates_existing_ids(b: &dyn QueueBackend, q: &Que
     Ok(())
 }
 
-pub(super) async fn push_batch_first_duplicate_wins(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn push_batch_first_duplicate_wins(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     let added = b
         .push(q, &[job("x", "one"), job("y", "y"), job("x", "two")])
         .await

@@ -2,7 +2,10 @@
 
 use super::*;
 
-pub(super) async fn schedule_deduplicates_and_signals(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn schedule_deduplicates_and_signals(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     let sched = [
         ScheduledJob {
             job: job("s1", "a"),

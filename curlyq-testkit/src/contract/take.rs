@@ -103,7 +103,10 @@ pub(super) async fn take_requires_registration(b: &dyn QueueBackend, q: &QueueNa
     Ok(())
 }
 
-pub(super) async fn take_moves_head_and_clears_signal(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+pub(super) async fn take_moves_head_and_clears_signal(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
     let c = consumer("worker");
     join(b, q, &c, 1.0).await?;
     ensure!(

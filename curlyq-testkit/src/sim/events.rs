@@ -327,9 +327,5 @@ impl Simulation {
 }
 
 fn injected(operation: Operation, applied: bool) -> BackendError {
-    InjectedFailure {
-        operation,
-        applied,
-    }
-    .into_error()
+    InjectedFailure { operation, applied }.into_error()
 }
