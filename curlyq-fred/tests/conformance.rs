@@ -1,67 +1,22 @@
-//! The testkit's backend contract on FredBackend, against a real redis-server.
+//! The testkit's model-based conformance suite on FredBackend against a real Redis:
+//! random sequences of operations on fred and on the reference MemoryBackend must agree
+//! step by step (`PROPTEST_CASES` cases, default 256; each case on a fresh queue name). Failing cases are saved in
+//! `proptest-regressions/conformance.txt` and replayed first by every later run.
 
 use curlyq_fred::FredBackend;
-use curlyq_testkit::{contract, RedisServer};
+use curlyq_testkit::{conformance, RedisServer};
 
-/// Every contract check passes on a FredBackend made from a URL.
-#[tokio::test(flavor = "multi_thread")]
-async fn fred_backend_meets_the_contract() {
-    let server = RedisServer::start().expect("redis-server starts");
-    let backend = FredBackend::connect(&server.url()).await.unwrap();
-    let failures = contract::check_backend_all(&backend, "{contract}-").await;
-    for failure in &failures {
-        eprintln!("{failure}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} contract checks failed",
-        failures.len()
-    );
-}
-
-/// The contract holds on a pool of three clients the application built itself.
-#[tokio::test(flavor = "multi_thread")]
-async fn fred_backend_on_a_user_pool_meets_the_contract() {
-    use curlyq_fred::fred::prelude::*;
-    let server = RedisServer::start().expect("redis-server starts");
-    let config = Config::from_url(&server.url()).unwrap();
-    let pool = Builder::from_config(config)
-        .with_performance_config(|p| p.default_command_timeout = std::time::Duration::from_secs(10))
-        .build_pool(3)
-        .unwrap();
-    pool.init().await.unwrap();
-    let backend = FredBackend::new(curlyq_fred::FredTransport::from_pool(&pool));
-    let failures = contract::check_backend_all(&backend, "{pool}-").await;
-    for failure in &failures {
-        eprintln!("{failure}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} contract checks failed",
-        failures.len()
-    );
-    pool.quit().await.unwrap();
-}
-
-/// The contract holds when the backend is driven by smol, fred running through the
-/// async-compat bridge.
 #[test]
-fn fred_backend_meets_the_contract_under_smol() {
+fn fred_backend_conforms_to_the_model() {
     let server = RedisServer::start().expect("redis-server starts");
-    smol::block_on(async {
-        assert!(
-            tokio::runtime::Handle::try_current().is_err(),
-            "no tokio here"
-        );
-        let backend = FredBackend::connect(&server.url()).await.unwrap();
-        let failures = contract::check_backend_all(&backend, "{smol}-").await;
-        for failure in &failures {
-            eprintln!("{failure}");
+    let url = server.url();
+    let report = conformance::assert_conforms(|| {
+        let url = url.clone();
+        async move {
+            FredBackend::connect(&url)
+                .await
+                .expect("connect to the test server")
         }
-        assert!(
-            failures.is_empty(),
-            "{} contract checks failed",
-            failures.len()
-        );
     });
+    eprintln!("{report}");
 }

@@ -63,6 +63,14 @@
 //! [`Config::from_env`] reads `PROPTEST_CASES` (default 256), `PROPTEST_RNG_SEED` (a
 //! fixed seed, to replay a run; otherwise a random one, printed on failure) and
 //! `PROPTEST_MAX_SHRINK_ITERS` / `PROPTEST_MAX_SHRINK_TIME`.
+//!
+//! # Failures are remembered
+//!
+//! A failing case is saved (as proptest's seed of it) in
+//! [`DEFAULT_REGRESSIONS`], `proptest-regressions/conformance.txt` under the directory the
+//! test runs in (a crate's tests run in the crate's directory), and every later run
+//! replays the saved cases first. Commit that file; the `regressions` field of [`Config`] moves it or
+//! turns it off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -78,7 +86,8 @@ use curlyq_core::{
 };
 use proptest::prelude::{prop, prop_oneof, Just, Strategy};
 use proptest::test_runner::{
-    Config as RunnerConfig, RngSeed, TestCaseError, TestError, TestRunner,
+    Config as RunnerConfig, FailurePersistence, FileFailurePersistence, RngSeed, TestCaseError,
+    TestError, TestRunner,
 };
 
 use crate::MemoryBackend;
@@ -88,6 +97,10 @@ pub const DEFAULT_CASES: u32 = 256;
 
 /// Most operations in one generated sequence, by default.
 pub const DEFAULT_MAX_OPS: usize = 50;
+
+/// Where failing cases are saved and replayed from, by default (relative to the
+/// directory the test runs in).
+pub const DEFAULT_REGRESSIONS: &str = "proptest-regressions/conformance.txt";
 
 /// Size of the pool of job IDs (`j0` ..).
 pub const JOB_IDS: u8 = 8;
@@ -369,6 +382,9 @@ pub struct Config {
     /// Queue names are `{<prefix><n>}` with a counter `n` (one hash slot per queue on a
     /// cluster). The default has a random part, so runs on a shared store never meet.
     pub queue_prefix: String,
+    /// The file failing cases are saved to and replayed from first (default
+    /// [`DEFAULT_REGRESSIONS`]); `None` neither saves nor replays.
+    pub regressions: Option<&'static str>,
 }
 
 impl Default for Config {
@@ -414,6 +430,7 @@ impl Config {
             max_shrink_iters,
             max_shrink_time_ms,
             queue_prefix: format!("curlyq-conformance-{:08x}-", random_u64() as u32),
+            regressions: Some(DEFAULT_REGRESSIONS),
         }
     }
 
@@ -438,6 +455,13 @@ impl Config {
     /// Sets the prefix of the queue names.
     pub fn queue_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.queue_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the file of saved failing cases (`None`: none saved, none replayed; for runs
+    /// that are expected to fail, such as on a deliberately broken backend).
+    pub fn regressions(mut self, path: Option<&'static str>) -> Self {
+        self.regressions = path;
         self
     }
 }
@@ -779,7 +803,9 @@ where
         max_shrink_iters: config.max_shrink_iters,
         max_shrink_time: config.max_shrink_time_ms,
         rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
+        failure_persistence: config.regressions.map(|path| {
+            Box::new(FileFailurePersistence::Direct(path)) as Box<dyn FailurePersistence>
+        }),
         ..RunnerConfig::default()
     };
     let mut runner = TestRunner::new(runner_config);

@@ -3,8 +3,8 @@
 //! Every [`QueueBackend`] method is carried out under one lock, exactly as the Redis
 //! scripts carry it out in one atomic step (including this project's improvements over Go
 //! CurlyQ: the dead-set reasons, the orphan counters and the crash-loop kill). The state
-//! can be read back as plain data with [`MemoryBackend::snapshot`], and faults can be
-//! injected with [`MemoryBackend::fail_next`] and friends.
+//! can be read back as plain data with [`MemoryBackend::snapshot`]. It is the pure
+//! model: to inject faults, wrap it in [`Faulty`](crate::Faulty).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -29,77 +29,6 @@ pub fn orphan_kill_reason(times: u32) -> String {
          (the handler may be crashing the process)"
     )
 }
-
-/// One operation of [`MemoryBackend`], as seen by the fault hooks and call counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Operation {
-    /// [`QueueBackend::push`].
-    Push,
-    /// [`QueueBackend::schedule`].
-    Schedule,
-    /// [`QueueBackend::register`].
-    Register,
-    /// [`QueueBackend::enqueue_due`].
-    EnqueueDue,
-    /// [`QueueBackend::take`].
-    Take,
-    /// [`QueueBackend::waiter`] (making a waiter).
-    Waiter,
-    /// [`Waiter::wait`] on a waiter of this backend.
-    Wait,
-    /// [`QueueBackend::ack`].
-    Ack,
-    /// [`QueueBackend::snapshot`].
-    Snapshot,
-    /// [`QueueBackend::retry`].
-    Retry,
-    /// [`QueueBackend::kill`].
-    Kill,
-    /// [`QueueBackend::give_back`].
-    GiveBack,
-    /// [`QueueBackend::requeue_orphans`].
-    RequeueOrphans,
-    /// [`QueueBackend::trim_dead`].
-    TrimDead,
-    /// [`QueueBackend::unregister`].
-    Unregister,
-    /// [`QueueBackend::settings_warnings`].
-    SettingsWarnings,
-}
-
-/// A predicate deciding which operations fail (see [`MemoryBackend::set_failing`]).
-pub type FailWhen = Arc<dyn Fn(Operation, &QueueName) -> bool + Send + Sync>;
-
-/// The error inside the [`BackendError::Unavailable`] that an injected fault returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InjectedFailure {
-    /// The operation that failed.
-    pub operation: Operation,
-    /// Whether the operation was carried out before the failure was reported (a lost
-    /// reply, see [`MemoryBackend::fail_next_applied`]).
-    pub applied: bool,
-}
-
-impl fmt::Display for InjectedFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.applied {
-            write!(
-                f,
-                "injected failure after {:?} was carried out (lost reply)",
-                self.operation
-            )
-        } else {
-            write!(
-                f,
-                "injected failure: {:?} was not carried out",
-                self.operation
-            )
-        }
-    }
-}
-
-impl std::error::Error for InjectedFailure {}
 
 /// A score of a sorted set: a non-NaN `f64`, with `-0.0` stored as `0.0` (Redis compares
 /// them equal), totally ordered.
@@ -270,25 +199,8 @@ impl QueueState {
     }
 }
 
-#[derive(Default)]
-struct Faults {
-    fail_next: u64,
-    fail_next_applied: u64,
-    fail_when: Option<FailWhen>,
-    fail_applied_when: Option<FailWhen>,
-    calls: HashMap<Operation, u64>,
-}
-
-/// What the fault hooks decided for one call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gate {
-    Run,
-    RunThenFail,
-}
-
 struct Shared {
     queues: Mutex<HashMap<QueueName, QueueState>>,
-    faults: Mutex<Faults>,
     runtime: Arc<dyn Runtime>,
 }
 
@@ -375,7 +287,6 @@ impl MemoryBackend {
         MemoryBackend {
             shared: Arc::new(Shared {
                 queues: Mutex::new(HashMap::new()),
-                faults: Mutex::new(Faults::default()),
                 runtime,
             }),
         }
@@ -415,7 +326,7 @@ impl MemoryBackend {
         self.edit(queue, |q| q.active.push_back(id.to_owned()));
     }
 
-    /// Whether the signal of `queue` is set (no fault hooks, no call counted).
+    /// Whether the signal of `queue` is set.
     pub fn signal(&self, queue: &QueueName) -> bool {
         lock(&self.shared.queues)
             .get(queue)
@@ -433,97 +344,8 @@ impl MemoryBackend {
         });
     }
 
-    /// Makes every operation for which `fail_when` returns `true` fail with
-    /// [`BackendError::Unavailable`] without being carried out, until cleared with
-    /// `None`. Checked after [`fail_next`](Self::fail_next).
-    pub fn set_failing(&self, fail_when: Option<FailWhen>) {
-        lock(&self.shared.faults).fail_when = fail_when;
-    }
-
-    /// Makes every operation fail (`true`) or none (`false`): a store that is down.
-    pub fn set_unavailable(&self, unavailable: bool) {
-        let fail_when: Option<FailWhen> = if unavailable {
-            Some(Arc::new(|_, _| true))
-        } else {
-            None
-        };
-        self.set_failing(fail_when);
-    }
-
-    /// Makes the next `n` operations (of any kind, on any queue) fail with
-    /// [`BackendError::Unavailable`] without being carried out.
-    pub fn fail_next(&self, n: u64) {
-        lock(&self.shared.faults).fail_next = n;
-    }
-
-    /// Makes the next `n` operations be carried out but then report
-    /// [`BackendError::Unavailable`] (a reply lost after the store applied the
-    /// operation). Applies to operations that no other hook failed.
-    pub fn fail_next_applied(&self, n: u64) {
-        lock(&self.shared.faults).fail_next_applied = n;
-    }
-
-    /// Makes every operation for which `fail_when` returns `true` be carried out and
-    /// then report [`BackendError::Unavailable`] (its reply lost), until cleared with
-    /// `None`. Checked after [`fail_next_applied`](Self::fail_next_applied).
-    ///
-    /// ```
-    /// use std::sync::atomic::{AtomicBool, Ordering};
-    /// use std::sync::Arc;
-    /// use curlyq_testkit::{MemoryBackend, Operation};
-    ///
-    /// let backend = MemoryBackend::new();
-    /// // Lose the reply of the first take only.
-    /// let lost = Arc::new(AtomicBool::new(false));
-    /// backend.set_failing_applied(Some(Arc::new(move |op, _queue| {
-    ///     op == Operation::Take && !lost.swap(true, Ordering::SeqCst)
-    /// })));
-    /// ```
-    pub fn set_failing_applied(&self, fail_when: Option<FailWhen>) {
-        lock(&self.shared.faults).fail_applied_when = fail_when;
-    }
-
-    /// How many times `operation` was called (failed calls included).
-    pub fn calls(&self, operation: Operation) -> u64 {
-        lock(&self.shared.faults)
-            .calls
-            .get(&operation)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Counts the call and applies the fault hooks.
-    fn gate(&self, operation: Operation, queue: &QueueName) -> Result<Gate, BackendError> {
-        let mut faults = lock(&self.shared.faults);
-        *faults.calls.entry(operation).or_insert(0) += 1;
-        let fail = if faults.fail_next > 0 {
-            faults.fail_next -= 1;
-            true
-        } else {
-            faults
-                .fail_when
-                .as_ref()
-                .is_some_and(|fail_when| fail_when(operation, queue))
-        };
-        if fail {
-            return Err(injected(operation, false));
-        }
-        if faults.fail_next_applied > 0 {
-            faults.fail_next_applied -= 1;
-            return Ok(Gate::RunThenFail);
-        }
-        if faults
-            .fail_applied_when
-            .as_ref()
-            .is_some_and(|fail_when| fail_when(operation, queue))
-        {
-            return Ok(Gate::RunThenFail);
-        }
-        Ok(Gate::Run)
-    }
-
     /// Runs `f` on the queue's state under the lock, then wakes waiters if it set the
-    /// signal. No fault hooks (for the test hooks).
+    /// signal.
     fn edit<T>(&self, queue: &QueueName, f: impl FnOnce(&mut QueueState) -> T) -> T {
         let (result, event) = {
             let mut queues = lock(&self.shared.queues);
@@ -538,19 +360,13 @@ impl MemoryBackend {
         result
     }
 
-    /// One atomic operation: fault hooks, then `f` under the lock, then wake-ups.
+    /// One atomic operation: `f` under the lock, then wake-ups.
     fn op<T>(
         &self,
-        operation: Operation,
         queue: &QueueName,
         f: impl FnOnce(&mut QueueState) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let gate = self.gate(operation, queue)?;
-        let result = self.edit(queue, f)?;
-        match gate {
-            Gate::Run => Ok(result),
-            Gate::RunThenFail => Err(injected(operation, true)),
-        }
+        self.edit(queue, f)
     }
 
     fn signal_and_event(&self, queue: &QueueName) -> (bool, Arc<Event>) {
@@ -558,14 +374,10 @@ impl MemoryBackend {
     }
 }
 
-fn injected(operation: Operation, applied: bool) -> BackendError {
-    BackendError::Unavailable(Box::new(InjectedFailure { operation, applied }))
-}
-
 #[async_trait]
 impl QueueBackend for MemoryBackend {
     async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
-        self.op(Operation::Snapshot, queue, |q| Ok(q.snapshot()))
+        self.op(queue, |q| Ok(q.snapshot()))
     }
 
     async fn push(
@@ -573,7 +385,7 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         jobs: &[EncodedJob],
     ) -> Result<Vec<bool>, BackendError> {
-        self.op(Operation::Push, queue, |q| {
+        self.op(queue, |q| {
             let mut added = Vec::with_capacity(jobs.len());
             for job in jobs {
                 let new = !q.data.contains_key(&job.id);
@@ -595,7 +407,7 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         jobs: &[ScheduledJob],
     ) -> Result<Vec<bool>, BackendError> {
-        self.op(Operation::Schedule, queue, |q| {
+        self.op(queue, |q| {
             for job in jobs {
                 check_score("schedule time", job.at)?;
             }
@@ -623,7 +435,7 @@ impl QueueBackend for MemoryBackend {
         now: f64,
         mode: Registration,
     ) -> Result<bool, BackendError> {
-        self.op(Operation::Register, queue, |q| {
+        self.op(queue, |q| {
             check_score("heartbeat time", now)?;
             match mode {
                 Registration::Join => {
@@ -648,7 +460,7 @@ impl QueueBackend for MemoryBackend {
         now: f64,
         max: usize,
     ) -> Result<DueReport, BackendError> {
-        self.op(Operation::EnqueueDue, queue, |q| {
+        self.op(queue, |q| {
             check_score("current time", now)?;
             let due = q.scheduled.up_to(now, max);
             for id in &due {
@@ -671,7 +483,7 @@ impl QueueBackend for MemoryBackend {
         consumer: &ConsumerId,
         max: usize,
     ) -> Result<Vec<TakenJob>, BackendError> {
-        self.op(Operation::Take, queue, |q| {
+        self.op(queue, |q| {
             if !q.consumers.contains(consumer.as_str()) {
                 return Err(BackendError::NotRegistered {
                     queue: queue.as_str().to_owned(),
@@ -698,7 +510,7 @@ impl QueueBackend for MemoryBackend {
     }
 
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
-        self.op(Operation::Waiter, queue, |_| Ok(()))?;
+        self.op(queue, |_| Ok(()))?;
         Ok(Box::new(MemoryWaiter {
             backend: self.clone(),
             queue: queue.clone(),
@@ -711,7 +523,7 @@ impl QueueBackend for MemoryBackend {
         consumer: &ConsumerId,
         ids: &[String],
     ) -> Result<Vec<bool>, BackendError> {
-        self.op(Operation::Ack, queue, |q| {
+        self.op(queue, |q| {
             Ok(ids
                 .iter()
                 .map(|id| {
@@ -732,7 +544,7 @@ impl QueueBackend for MemoryBackend {
         consumer: &ConsumerId,
         jobs: &[RetryJob],
     ) -> Result<Vec<bool>, BackendError> {
-        self.op(Operation::Retry, queue, |q| {
+        self.op(queue, |q| {
             for job in jobs {
                 check_score("retry time", job.at)?;
             }
@@ -758,7 +570,7 @@ impl QueueBackend for MemoryBackend {
         jobs: &[KillJob],
         now: f64,
     ) -> Result<Vec<bool>, BackendError> {
-        self.op(Operation::Kill, queue, |q| {
+        self.op(queue, |q| {
             check_score("kill time", now)?;
             Ok(jobs
                 .iter()
@@ -779,7 +591,7 @@ impl QueueBackend for MemoryBackend {
         consumer: &ConsumerId,
         ids: &[String],
     ) -> Result<usize, BackendError> {
-        self.op(Operation::GiveBack, queue, |q| {
+        self.op(queue, |q| {
             let mut moved = 0;
             for id in ids {
                 if q.disown(consumer.as_str(), id) {
@@ -799,7 +611,7 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         sweep: OrphanSweep,
     ) -> Result<OrphanReport, BackendError> {
-        self.op(Operation::RequeueOrphans, queue, |q| {
+        self.op(queue, |q| {
             check_score("expiry time", sweep.expired_before)?;
             check_score("current time", sweep.now)?;
             let expired = q.consumers.up_to(sweep.expired_before, usize::MAX);
@@ -841,7 +653,7 @@ impl QueueBackend for MemoryBackend {
     }
 
     async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError> {
-        self.op(Operation::TrimDead, queue, |q| {
+        self.op(queue, |q| {
             check_score("trim time", trim.killed_before)?;
             let too_old = q
                 .dead
@@ -871,7 +683,7 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         consumer: &ConsumerId,
     ) -> Result<bool, BackendError> {
-        self.op(Operation::Unregister, queue, |q| {
+        self.op(queue, |q| {
             if q.inflight.contains_key(consumer.as_str()) {
                 return Ok(false);
             }
@@ -892,12 +704,7 @@ struct MemoryWaiter {
 impl Waiter for MemoryWaiter {
     /// A zero `timeout` only checks the signal.
     async fn wait(&mut self, timeout: Duration) -> Result<bool, BackendError> {
-        let gate = self.backend.gate(Operation::Wait, &self.queue)?;
-        let seen = self.wait_inner(timeout).await;
-        match gate {
-            Gate::Run => Ok(seen),
-            Gate::RunThenFail => Err(injected(Operation::Wait, true)),
-        }
+        Ok(self.wait_inner(timeout).await)
     }
 }
 

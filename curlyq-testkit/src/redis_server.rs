@@ -147,6 +147,22 @@ impl RedisServer {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
+    /// Sends one command (binary arguments) and parses the reply.
+    ///
+    /// ```no_run
+    /// use curlyq_testkit::{RedisServer, Resp};
+    /// let server = RedisServer::start().unwrap();
+    /// server.query(&[b"RPUSH", b"list", b"a", b"b"]).unwrap();
+    /// let reply = server.query(&[b"LRANGE", b"list", b"0", b"-1"]).unwrap();
+    /// assert_eq!(reply.strings(), Some(vec!["a".to_owned(), "b".to_owned()]));
+    /// ```
+    pub fn query(&self, args: &[&[u8]]) -> io::Result<Resp> {
+        let bytes = self.command_bytes(args)?;
+        let mut rest = &bytes[..];
+        parse_reply(&mut rest)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a reply that is not RESP2"))
+    }
+
     /// Like [`command`](Self::command), with binary arguments and reply.
     pub fn command_bytes(&self, args: &[&[u8]]) -> io::Result<Vec<u8>> {
         let mut stream = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(2))?;
@@ -163,6 +179,99 @@ impl RedisServer {
         read_reply(&mut reader, &mut out)?;
         Ok(out)
     }
+}
+
+/// A parsed RESP2 reply (of [`RedisServer::query`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resp {
+    /// `+OK`.
+    Simple(String),
+    /// `-ERR ...` (the text after the `-`).
+    Error(String),
+    /// `:1`.
+    Integer(i64),
+    /// A bulk string; `None` is the nil reply.
+    Bulk(Option<Vec<u8>>),
+    /// An array; `None` is the nil array.
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// The integer, if this is one.
+    pub fn integer(&self) -> Option<i64> {
+        match self {
+            Resp::Integer(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a (non-nil) bulk or simple string.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Resp::Bulk(Some(bytes)) => Some(bytes.clone()),
+            Resp::Simple(text) => Some(text.clone().into_bytes()),
+            _ => None,
+        }
+    }
+
+    /// The items of an array of strings, as (lossy) UTF-8.
+    pub fn strings(&self) -> Option<Vec<String>> {
+        match self {
+            Resp::Array(Some(items)) => items
+                .iter()
+                .map(|item| {
+                    item.bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+}
+
+fn parse_line<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let end = input.windows(2).position(|w| w == b"\r\n")?;
+    let line = &input[..end];
+    *input = &input[end + 2..];
+    Some(line)
+}
+
+fn parse_reply(input: &mut &[u8]) -> Option<Resp> {
+    let line = parse_line(input)?;
+    let (&head, body) = line.split_first()?;
+    let text = String::from_utf8_lossy(body).into_owned();
+    Some(match head {
+        b'+' => Resp::Simple(text),
+        b'-' => Resp::Error(text),
+        b':' => Resp::Integer(text.parse().ok()?),
+        b'$' => {
+            let len: i64 = text.parse().ok()?;
+            if len < 0 {
+                Resp::Bulk(None)
+            } else {
+                let len = usize::try_from(len).ok()?;
+                if input.len() < len + 2 {
+                    return None;
+                }
+                let bytes = input[..len].to_vec();
+                *input = &input[len + 2..];
+                Resp::Bulk(Some(bytes))
+            }
+        }
+        b'*' => {
+            let len: i64 = text.parse().ok()?;
+            if len < 0 {
+                Resp::Array(None)
+            } else {
+                let mut items = Vec::new();
+                for _ in 0..len {
+                    items.push(parse_reply(input)?);
+                }
+                Resp::Array(Some(items))
+            }
+        }
+        _ => return None,
+    })
 }
 
 fn read_reply(reader: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {

@@ -1,8 +1,10 @@
-//! [`Simulation`]: consumer cores and a [`MemoryBackend`] on simulated time, with no
-//! async runtime at all.
+//! [`Simulation`]: consumer cores and a [`MemoryBackend`](crate::MemoryBackend) on
+//! simulated time, with no async runtime at all.
 //!
-//! The simulation owns one or more [`ConsumerCore`]s (the consumer's five loops as a
-//! pure state machine), carries out their backend calls on a [`MemoryBackend`], runs
+//! The simulation owns one or more
+//! [`ConsumerCore`](curlyq_core::consumer::ConsumerCore)s (the consumer's five loops as a
+//! pure state machine), carries out their backend calls on a
+//! [`MemoryBackend`](crate::MemoryBackend) (behind [`Faulty`](crate::Faulty)'s hooks), runs
 //! their handlers as scripted outcomes, and moves time straight to the next thing that
 //! happens: a call landing, a reply arriving, a handler ending, a core's timer. Each call
 //! lands after a random delay and its reply comes back after another; either can be

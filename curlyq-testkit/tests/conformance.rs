@@ -220,7 +220,11 @@ impl QueueBackend for Broken {
 /// Runs the suite on a broken backend with a fixed seed and few cases; it must report a
 /// failure (not panic), shrunk to a short sequence.
 fn caught(fault: Fault) -> conformance::Failure {
-    let config = Config::from_env().cases(64).seed(20_261_127);
+    // Not saved as regressions: these runs are meant to fail.
+    let config = Config::from_env()
+        .cases(64)
+        .seed(20_261_127)
+        .regressions(None);
     let result = conformance::check_with(&config, || async move {
         Broken {
             inner: MemoryBackend::new(),

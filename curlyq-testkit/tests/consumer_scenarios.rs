@@ -543,7 +543,7 @@ fn a_loop_aborts_the_consumer_after_its_max_attempts() {
     let mut sim = Simulation::new("sim", 13);
     let node = sim.start_consumer(options(|o| o.poller_max_attempts = 3), ok);
     assert!(sim.run_until(SEC, |s| s.consumer_id(node).is_some()));
-    sim.backend()
+    sim.faulty()
         .set_failing(Some(Arc::new(|op, _| op == Operation::Take)));
     let result = finish(&mut sim, node, 5 * MIN);
     assert!(
@@ -563,7 +563,7 @@ fn a_loop_aborts_the_consumer_after_its_max_attempts() {
 #[test]
 fn startup_fails_with_a_typed_error_when_the_store_is_down() {
     let mut sim = Simulation::new("sim", 14);
-    sim.backend().set_unavailable(true);
+    sim.faulty().set_unavailable(true);
     let node = sim.start_consumer(ConsumerOptions::default(), ok);
     let result = finish(&mut sim, node, SEC);
     assert!(
@@ -846,9 +846,9 @@ fn a_consumer_back_from_a_long_silence_skips_buffered_jobs_that_were_handed_on()
     );
 
     // Cut off for a minute; meanwhile another consumer's custodian reaps it.
-    sim.backend().set_unavailable(true);
+    sim.faulty().set_unavailable(true);
     sim.run_for(MIN);
-    sim.backend().set_unavailable(false);
+    sim.faulty().set_unavailable(false);
     let now = unix(sim.now());
     let report = block_on(sim.backend().requeue_orphans(
         sim.queue(),

@@ -1,4 +1,5 @@
 //! The contract checks, run against `MemoryBackend` (and shown to catch a broken backend).
+//! `backend_tests!` makes one test per check (`push::push_sets_signal`, ...).
 
 use std::time::Duration;
 
@@ -6,8 +7,10 @@ use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
 };
-use curlyq_testkit::contract::{self, CHECKS};
-use curlyq_testkit::MemoryBackend;
+use curlyq_testkit::contract::{self, CHECKS, FAULT_CHECKS};
+use curlyq_testkit::{Faulty, MemoryBackend};
+
+curlyq_testkit::backend_tests!(|| async { MemoryBackend::new() });
 
 #[tokio::test]
 async fn memory_backend_passes_every_check() {
@@ -36,6 +39,62 @@ fn check_names_are_unique_and_described() {
     names.dedup();
     assert_eq!(names.len(), CHECKS.len());
     assert!(CHECKS.iter().all(|c| !c.rule.is_empty()));
+    let mut all: Vec<&str> = names
+        .into_iter()
+        .chain(FAULT_CHECKS.iter().map(|c| c.name))
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), CHECKS.len() + FAULT_CHECKS.len());
+    assert!(FAULT_CHECKS.iter().all(|c| !c.rule.is_empty()));
+}
+
+/// Every check's name starts with the operation it is about, so that a test filter such
+/// as `push_` or `take_` selects one operation's checks.
+#[test]
+fn check_names_start_with_their_operation() {
+    let prefixes = [
+        "push_",
+        "schedule_",
+        "register_",
+        "take_",
+        "wait_",
+        "enqueue_due_",
+        "ack_",
+        "retry_",
+        "kill_",
+        "give_back_",
+        "requeue_orphans_",
+        "orphan_",
+        "trim_dead_",
+        "unregister_",
+    ];
+    for check in CHECKS {
+        assert!(
+            prefixes.iter().any(|p| check.name.starts_with(p)),
+            "{}",
+            check.name
+        );
+    }
+    for check in FAULT_CHECKS {
+        assert!(
+            check.name.starts_with("lost_reply_") || check.name.starts_with("failing_"),
+            "{}",
+            check.name
+        );
+    }
+}
+
+/// The fault checks pass on the model inside `Faulty`, one fresh wrapper each.
+#[tokio::test]
+async fn fault_checks_pass_on_memory() {
+    for check in FAULT_CHECKS {
+        let backend = Faulty::new(MemoryBackend::new());
+        check
+            .run(&backend, "faults:")
+            .await
+            .unwrap_or_else(|f| panic!("{f}"));
+    }
 }
 
 /// A backend with one bug: `ack` reports success for jobs it does not own (and deletes
@@ -156,7 +215,7 @@ async fn a_broken_ack_is_reported_not_panicked() {
 
 #[tokio::test]
 async fn an_unavailable_backend_is_reported_with_the_operation() {
-    let backend = MemoryBackend::new();
+    let backend = Faulty::new(MemoryBackend::new());
     backend.set_unavailable(true);
     let failure = CHECKS[0].run(&backend, "down:").await.unwrap_err();
     assert!(failure.message.contains("push failed"), "{failure}");

@@ -8,9 +8,7 @@ use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, EncodedJob, KillJob, OrphanSweep, QueueBackend, QueueName,
     Registration, RetryJob, ScheduledJob, TakenJob,
 };
-use curlyq_testkit::{
-    orphan_kill_reason, InjectedFailure, ManualRuntime, MemoryBackend, Operation, QueueSnapshot,
-};
+use curlyq_testkit::{orphan_kill_reason, ManualRuntime, MemoryBackend, QueueSnapshot};
 
 fn queue(name: &str) -> QueueName {
     QueueName::new(name).unwrap()
@@ -785,66 +783,6 @@ async fn queues_are_independent_and_clones_share_state() {
     assert_eq!(other_handle.snapshot(&q1).data["a"], b"1");
     assert_eq!(b.snapshot(&q2).data["a"], b"2");
     assert_eq!(b.queues(), vec![q1, q2]);
-}
-
-#[tokio::test]
-async fn fail_next_fails_without_applying() {
-    let b = MemoryBackend::new();
-    let q = queue("q");
-    b.fail_next(2);
-    for _ in 0..2 {
-        match b.push(&q, &[job("a", "a")]).await {
-            Err(BackendError::Unavailable(source)) => {
-                let injected = source.downcast_ref::<InjectedFailure>().unwrap();
-                assert_eq!(injected.operation, Operation::Push);
-                assert!(!injected.applied);
-            }
-            other => panic!("expected Unavailable, got {other:?}"),
-        }
-    }
-    assert!(b.snapshot(&q).data.is_empty());
-    assert_eq!(b.push(&q, &[job("a", "a")]).await.unwrap(), vec![true]);
-    assert_eq!(b.calls(Operation::Push), 3);
-}
-
-#[tokio::test]
-async fn fail_next_applied_loses_the_reply() {
-    let b = MemoryBackend::new();
-    let q = queue("q");
-    b.fail_next_applied(1);
-    match b.push(&q, &[job("a", "a")]).await {
-        Err(BackendError::Unavailable(source)) => {
-            assert!(source.downcast_ref::<InjectedFailure>().unwrap().applied);
-        }
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-    assert_eq!(b.snapshot(&q).active, ids(&["a"]));
-    assert_eq!(b.push(&q, &[job("a", "a")]).await.unwrap(), vec![false]);
-}
-
-#[tokio::test]
-async fn set_failing_selects_operations() {
-    let b = MemoryBackend::new();
-    let q = queue("q");
-    b.set_failing(Some(Arc::new(|op, _| op == Operation::Register)));
-    assert!(b.push(&q, &[job("a", "a")]).await.is_ok());
-    assert!(matches!(
-        b.register(&q, &c("x"), 1.0, Registration::Join).await,
-        Err(BackendError::Unavailable(_))
-    ));
-    b.set_failing(None);
-    assert!(b
-        .register(&q, &c("x"), 1.0, Registration::Join)
-        .await
-        .is_ok());
-    b.set_unavailable(true);
-    assert!(b.enqueue_due(&q, 1.0, 1).await.is_err());
-    assert!(b.waiter(&q).await.is_err());
-    b.set_unavailable(false);
-    let mut waiter = b.waiter(&q).await.unwrap();
-    b.fail_next(1);
-    assert!(waiter.wait(Duration::from_secs(1)).await.is_err());
-    assert!(waiter.wait(Duration::from_secs(1)).await.unwrap());
 }
 
 // ---- waiter on the manual clock ------------------------------------------------------

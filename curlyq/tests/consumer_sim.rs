@@ -514,7 +514,7 @@ async fn a_failed_ack_is_retried_with_backoff_and_is_not_fatal() {
     let id = sim.producer.perform(Job::new("x")).await.unwrap();
     let acks_fail = Arc::new(AtomicBool::new(true));
     let af = acks_fail.clone();
-    sim.backend.set_failing(Some(Arc::new(move |op, _| {
+    sim.faults.set_failing(Some(Arc::new(move |op, _| {
         op == Operation::Ack && af.load(Ordering::SeqCst)
     })));
     let consumer = sim.builder().build(sim.backend_arc()).unwrap();
@@ -522,7 +522,7 @@ async fn a_failed_ack_is_retried_with_backoff_and_is_not_fatal() {
     let mut running = start(consumer.clone(), handler);
     sim.next_event(&mut rx, MS, SEC).await;
     sim.until("a few failed acks", 100 * MS, MIN, |_| {
-        sim.backend.calls(Operation::Ack) >= 3
+        sim.faults.calls(Operation::Ack) >= 3
     })
     .await;
     assert!(
@@ -548,7 +548,7 @@ async fn a_loop_aborts_the_consumer_after_its_max_attempts() {
     let (handler, _rx) = reporting(sim.clock(), |_| ok());
     let running = start(consumer, handler);
     ManualRuntime_settle().await;
-    sim.backend
+    sim.faults
         .set_failing(Some(Arc::new(|op, _| op == Operation::Take)));
     let err = sim.finish(running, 100 * MS, 5 * MIN).await.unwrap_err();
     assert!(
@@ -567,7 +567,7 @@ async fn a_loop_aborts_the_consumer_after_its_max_attempts() {
 #[tokio::test]
 async fn startup_fails_with_a_typed_error_when_the_store_is_down() {
     let sim = Sim::new();
-    sim.backend.set_unavailable(true);
+    sim.faults.set_unavailable(true);
     let consumer = sim.builder().build(sim.backend_arc()).unwrap();
     let err = consumer
         .run(|_: Job| ok(), std::future::pending())
@@ -823,7 +823,7 @@ async fn outcomes_that_finish_together_share_one_backend_call_and_none_waits_for
     for _ in 0..20 {
         sim.next_event(&mut rx, MS, SEC).await;
     }
-    let acks_before = sim.backend.calls(Operation::Ack);
+    let acks_before = sim.faults.calls(Operation::Ack);
     assert_eq!(acks_before, 0, "no job finished yet");
     // All twenty finish at once; without moving the clock every ack lands.
     let started = sim.now();
@@ -836,7 +836,7 @@ async fn outcomes_that_finish_together_share_one_backend_call_and_none_waits_for
     }
     assert!(sim.snapshot().data.is_empty(), "{:#?}", sim.snapshot());
     assert_eq!(sim.now(), started, "no timer was needed to record them");
-    let acks = sim.backend.calls(Operation::Ack);
+    let acks = sim.faults.calls(Operation::Ack);
     assert!(
         (1..=4).contains(&acks),
         "20 outcomes took {acks} ack calls, not one each"
@@ -882,9 +882,9 @@ async fn one_take_fills_every_idle_handler_and_the_buffer() {
     assert_eq!(snap.all_inflight().len(), 17, "16 running + 1 buffered");
     assert_eq!(snap.active.len(), 23);
     assert!(
-        sim.backend.calls(Operation::Take) <= 3,
+        sim.faults.calls(Operation::Take) <= 3,
         "17 jobs took {} take calls",
-        sim.backend.calls(Operation::Take)
+        sim.faults.calls(Operation::Take)
     );
     gate.add_permits(100);
     sim.until("all acked", MS, 10 * SEC, |s| s.data.is_empty())
@@ -903,7 +903,7 @@ async fn jobs_of_a_take_whose_reply_was_lost_come_back_within_one_orphan_timeout
     sim.push_numbered(3).await;
     let lost = Arc::new(AtomicBool::new(false));
     let l = lost.clone();
-    sim.backend.set_failing_applied(Some(Arc::new(move |op, _| {
+    sim.faults.set_failing_applied(Some(Arc::new(move |op, _| {
         op == Operation::Take && !l.swap(true, Ordering::SeqCst)
     })));
     let consumer = sim
@@ -1000,9 +1000,9 @@ async fn a_consumer_back_from_a_long_silence_skips_buffered_jobs_that_were_hande
     );
 
     // Cut off for a minute; meanwhile another consumer's custodian reaps it.
-    sim.backend.set_unavailable(true);
+    sim.faults.set_unavailable(true);
     sim.rt.advance_and_settle(MIN).await;
-    sim.backend.set_unavailable(false);
+    sim.faults.set_unavailable(false);
     let now = unix(sim.now());
     let report = curlyq::backend::QueueBackend::requeue_orphans(
         &sim.backend,

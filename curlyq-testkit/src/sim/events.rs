@@ -225,7 +225,7 @@ impl Simulation {
         }
         let result = match what {
             BackendCall::Wait { timeout, .. } => {
-                if self.backend.signal(&self.queue) {
+                if self.backend.inner().signal(&self.queue) {
                     Ok(Reply::Signal(true))
                 } else {
                     self.parked.push((node, call));
@@ -283,7 +283,7 @@ impl Simulation {
 
     /// Ends every parked wait if the signal is set.
     pub(super) fn wake_parked(&mut self) {
-        if self.parked.is_empty() || !self.backend.signal(&self.queue) {
+        if self.parked.is_empty() || !self.backend.inner().signal(&self.queue) {
             return;
         }
         for (node, call) in std::mem::take(&mut self.parked) {
@@ -327,5 +327,5 @@ impl Simulation {
 }
 
 fn injected(operation: Operation, applied: bool) -> BackendError {
-    BackendError::Unavailable(Box::new(InjectedFailure { operation, applied }))
+    InjectedFailure { operation, applied }.into_error()
 }

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{CallRecord, FaultKind, Faults, HandlerScript, NodeId, RunRecord};
-use crate::{MemoryBackend, Operation};
+use crate::{Faulty, MemoryBackend, Operation};
 
 /// The simulation's start: 2027-01-15, Unix seconds 1,800,000,000.
 pub(super) const START: Duration = Duration::from_secs(1_800_000_000);
@@ -85,7 +85,7 @@ pub(super) struct Node {
 /// Consumer cores and a [`MemoryBackend`] on simulated time (see the [module
 /// docs](super)).
 pub struct Simulation {
-    pub(super) backend: MemoryBackend,
+    pub(super) backend: Faulty<MemoryBackend>,
     pub(super) queue: QueueName,
     pub(super) now: SystemTime,
     pub(super) rng: StdRng,
@@ -124,7 +124,7 @@ impl Simulation {
     /// If `queue` is empty.
     pub fn new(queue: &str, seed: u64) -> Self {
         Simulation {
-            backend: MemoryBackend::new(),
+            backend: Faulty::new(MemoryBackend::new()),
             queue: QueueName::new(queue).expect("a queue name"),
             now: UNIX_EPOCH + START,
             rng: StdRng::seed_from_u64(seed),
@@ -160,8 +160,17 @@ impl Simulation {
         self.exposure_window = window;
     }
 
-    /// The backend the consumers share.
+    /// The backend the consumers share (the model itself: calls on it bypass the fault
+    /// hooks).
     pub fn backend(&self) -> &MemoryBackend {
+        self.backend.inner()
+    }
+
+    /// The consumers' backend behind its fault hooks: every call of a consumer (and of
+    /// [`push`](Self::push) and [`schedule`](Self::schedule)) goes through them, so
+    /// [`Faulty::set_failing`] and friends act on the consumers, and
+    /// [`Faulty::calls`] counts their calls.
+    pub fn faulty(&self) -> &Faulty<MemoryBackend> {
         &self.backend
     }
 
@@ -184,7 +193,7 @@ impl Simulation {
 
     /// The queue's state.
     pub fn snapshot(&self) -> QueueSnapshot {
-        self.backend.snapshot(&self.queue)
+        self.backend.inner().snapshot(&self.queue)
     }
 
     /// Pushes `job` now (as a producer would); returns its ID. A duplicate ID is left

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use curlyq::backend::{QueueBackend, QueueName};
 use curlyq::{BoxError, ConsumeError, Consumer, ConsumerBuilder, Job, Producer};
-use curlyq_testkit::{ManualRuntime, MemoryBackend, QueueSnapshot};
+use curlyq_testkit::{Faulty, ManualRuntime, MemoryBackend, QueueSnapshot};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -123,7 +123,10 @@ pub fn gated(
 /// A simulated world: a manual clock and an in-memory backend on it.
 pub struct Sim {
     pub rt: Arc<ManualRuntime>,
+    /// The model itself (for raw edits and snapshots).
     pub backend: MemoryBackend,
+    /// The same backend behind the fault hooks: the consumers and the producer use this.
+    pub faults: Faulty<MemoryBackend>,
     pub queue: QueueName,
     pub producer: Producer,
 }
@@ -135,13 +138,15 @@ impl Sim {
         let rt = Arc::new(ManualRuntime::new(UNIX_EPOCH + START));
         let backend = MemoryBackend::with_runtime(rt.clone());
         let queue = QueueName::new("sim").unwrap();
-        let dyn_backend: Arc<dyn QueueBackend> = Arc::new(backend.clone());
+        let faults = Faulty::new(backend.clone());
+        let dyn_backend: Arc<dyn QueueBackend> = Arc::new(faults.clone());
         let producer = Producer::new(dyn_backend, "sim")
             .unwrap()
             .with_clock(rt.clone());
         Sim {
             rt,
             backend,
+            faults,
             queue,
             producer,
         }
@@ -162,7 +167,7 @@ impl Sim {
     }
 
     pub fn backend_arc(&self) -> Arc<dyn QueueBackend> {
-        Arc::new(self.backend.clone())
+        Arc::new(self.faults.clone())
     }
 
     pub fn clock(&self) -> Arc<dyn curlyq::runtime::Runtime> {
