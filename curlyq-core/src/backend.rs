@@ -167,6 +167,7 @@ pub struct KillJob {
 
 /// How a consumer registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Registration {
     /// First registration of a (new) consumer ID: always adds it.
     Join,
@@ -298,11 +299,16 @@ pub trait QueueBackend: Send + Sync + 'static {
     ///   not registered.
     /// - A taken ID whose data is missing is still taken, with `data: None`.
     /// - If fewer than `max` were available, clears the signal.
+    /// - A taken job that cannot run under a string ID (bytes that are not UTF-8, which
+    ///   only a foreign producer writes) is not returned: it is moved to the dead set
+    ///   with time of death `now` and a reason, its data kept as stored. Backends whose
+    ///   IDs are always strings never see one.
     async fn take(
         &self,
         queue: &QueueName,
         consumer: &ConsumerId,
         max: usize,
+        now: f64,
     ) -> Result<Vec<TakenJob>, BackendError>;
 
     /// A new dedicated handle for blocking waits on the queue's signal.

@@ -179,8 +179,10 @@ async fn t10_wrong_types_leave_redis_byte_identical() {
         b.register(&q, &dead_consumer, 1.0, Registration::Join)
             .await
             .unwrap();
-        b.take(&q, &dead_consumer, 1).await.unwrap();
-        b.take(&q, &c, 2).await.unwrap();
+        b.take(&q, &dead_consumer, 1, 1_700_000_000.0)
+            .await
+            .unwrap();
+        b.take(&q, &c, 2, 1_700_000_000.0).await.unwrap();
         b.kill(
             &q,
             &c,
@@ -363,7 +365,7 @@ async fn run_op(
                 .map(drop),
         ),
         3 => ("enqueue_due", b.enqueue_due(q, 1.0, 10).await.map(drop)),
-        4 => ("take", b.take(q, c, 1).await.map(drop)),
+        4 => ("take", b.take(q, c, 1, 1_700_000_000.0).await.map(drop)),
         5 => ("ack", b.ack(q, c, &zz).await.map(drop)),
         6 => {
             let r = RetryJob {

@@ -42,7 +42,7 @@
 //!
 //! let consumer = ConsumerId::random();
 //! backend.register(&queue, &consumer, 1_700_000_000.0, Registration::Join).await?;
-//! let jobs = backend.take(&queue, &consumer, 10).await?;
+//! let jobs = backend.take(&queue, &consumer, 10, 1_700_000_000.0).await?;
 //! let ids: Vec<String> = jobs.into_iter().map(|job| job.id).collect();
 //! backend.ack(&queue, &consumer, &ids).await?;
 //! # Ok(())

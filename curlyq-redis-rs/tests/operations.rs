@@ -202,7 +202,11 @@ async fn take_owned_and_unregistered() {
         .await
         .unwrap();
     let c = ConsumerId::from_string("c1");
-    let err = e.backend.take(&e.queue, &c, 2).await.unwrap_err();
+    let err = e
+        .backend
+        .take(&e.queue, &c, 2, 1_700_000_000.0)
+        .await
+        .unwrap_err();
     match err {
         BackendError::NotRegistered { queue, consumer } => {
             assert_eq!(queue, "{q}");
@@ -218,7 +222,11 @@ async fn take_owned_and_unregistered() {
         .register(&e.queue, &c, 1.0, Registration::Join)
         .await
         .unwrap();
-    let taken = e.backend.take(&e.queue, &c, 2).await.unwrap();
+    let taken = e
+        .backend
+        .take(&e.queue, &c, 2, 1_700_000_000.0)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 2);
     assert_eq!(
         (taken[0].id.as_str(), taken[0].data.as_deref()),
@@ -231,14 +239,23 @@ async fn take_owned_and_unregistered() {
     assert_eq!(e.members(&e.inflight(&c)).await, ["a", "b"]);
     assert!(e.signal_set().await, "max were there: the signal stays");
 
-    let taken = e.backend.take(&e.queue, &c, 5).await.unwrap();
+    let taken = e
+        .backend
+        .take(&e.queue, &c, 5, 1_700_000_000.0)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 1);
     assert!(
         !e.signal_set().await,
         "fewer than max: the signal is cleared"
     );
     assert_eq!(e.members(&e.inflight(&c)).await, ["a", "b", "c"]);
-    assert!(e.backend.take(&e.queue, &c, 5).await.unwrap().is_empty());
+    assert!(e
+        .backend
+        .take(&e.queue, &c, 5, 1_700_000_000.0)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// take returns a job whose data field is missing with data None.
@@ -255,7 +272,11 @@ async fn take_with_missing_data() {
         .register(&e.queue, &c, 1.0, Registration::Join)
         .await
         .unwrap();
-    let taken = e.backend.take(&e.queue, &c, 10).await.unwrap();
+    let taken = e
+        .backend
+        .take(&e.queue, &c, 10, 1_700_000_000.0)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 2);
     assert_eq!(taken[0].id, "a");
     assert_eq!(taken[0].data, None);
@@ -270,7 +291,11 @@ async fn taken_by(e: &common::Env, c: &ConsumerId, jobs: &[(&str, &str)]) {
         .register(&e.queue, c, 1.0, Registration::Join)
         .await
         .unwrap();
-    let taken = e.backend.take(&e.queue, c, jobs.len()).await.unwrap();
+    let taken = e
+        .backend
+        .take(&e.queue, c, jobs.len(), 1_700_000_000.0)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), jobs.len());
 }
 

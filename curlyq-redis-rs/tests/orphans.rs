@@ -15,7 +15,7 @@ async fn consumer_with(e: &Env, name: &str, heartbeat: f64, jobs: &[&str]) -> Co
         .unwrap();
     let taken = e
         .backend
-        .take(&e.queue, &c, jobs.len().max(1))
+        .take(&e.queue, &c, jobs.len().max(1), 1_700_000_000.0)
         .await
         .unwrap();
     assert_eq!(taken.len(), jobs.len());
@@ -112,7 +112,14 @@ async fn kills_a_job_orphaned_too_often() {
         .register(&e.queue, &second, 200.0, Registration::Join)
         .await
         .unwrap();
-    assert_eq!(e.backend.take(&e.queue, &second, 1).await.unwrap().len(), 1);
+    assert_eq!(
+        e.backend
+            .take(&e.queue, &second, 1, 1_700_000_000.0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let report = e
         .backend
         .requeue_orphans(&e.queue, sweep(500.0, 10, 2))
@@ -171,7 +178,11 @@ async fn requeues_ten_thousand() {
         .register(&e.queue, &c, 1.0, Registration::Join)
         .await
         .unwrap();
-    let taken = e.backend.take(&e.queue, &c, 10_000).await.unwrap();
+    let taken = e
+        .backend
+        .take(&e.queue, &c, 10_000, 1_700_000_000.0)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 10_000);
     assert_eq!(taken[9_999].id, "j9999");
     let n: usize = e.q(&["SCARD", &e.inflight(&c)]).await;

@@ -148,6 +148,7 @@ impl fmt::Debug for ConsumerRef {
 
 /// Which job an ack, retry, kill or give-back names.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Pick {
     /// That job of the pool, owned or not.
     Job(JobRef),
@@ -1015,7 +1016,7 @@ async fn apply(backend: &dyn QueueBackend, queue: &QueueName, call: &Call) -> Ou
             .await
             .map(Reply::Flag),
         Call::EnqueueDue(now, max) => backend.enqueue_due(queue, *now, *max).await.map(Reply::Due),
-        Call::Take(c, max) => backend.take(queue, c, *max).await.map(Reply::Taken),
+        Call::Take(c, max) => backend.take(queue, c, *max, 0.0).await.map(Reply::Taken),
         Call::Ack(c, ids) => backend.ack(queue, c, ids).await.map(Reply::Flags),
         Call::Retry(c, jobs) => backend.retry(queue, c, jobs).await.map(Reply::Flags),
         Call::Kill(c, jobs, now) => backend.kill(queue, c, jobs, *now).await.map(Reply::Flags),

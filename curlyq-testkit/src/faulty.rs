@@ -364,12 +364,13 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         queue: &QueueName,
         consumer: &ConsumerId,
         max: usize,
+        now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
         let gate = self.gate(Operation::Take, queue)?;
         settle(
             gate,
             Operation::Take,
-            self.inner.take(queue, consumer, max).await,
+            self.inner.take(queue, consumer, max, now).await,
         )
     }
 

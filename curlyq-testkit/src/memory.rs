@@ -247,7 +247,7 @@ fn check_score(what: &str, value: f64) -> Result<(), BackendError> {
 ///
 /// let consumer = ConsumerId::from_string("c1");
 /// backend.register(&queue, &consumer, 100.0, Registration::Join).await.unwrap();
-/// let taken = backend.take(&queue, &consumer, 10).await.unwrap();
+/// let taken = backend.take(&queue, &consumer, 10, 1_700_000_000.0).await.unwrap();
 /// assert_eq!(taken[0].id, "j1");
 /// assert!(backend.snapshot(&queue).inflight["c1"].contains("j1"));
 /// # });
@@ -450,6 +450,9 @@ impl QueueBackend for MemoryBackend {
                         Ok(false)
                     }
                 }
+                other => Err(BackendError::Rejected(format!(
+                    "register: {other:?} is not supported by this backend version"
+                ))),
             }
         })
     }
@@ -482,6 +485,7 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         consumer: &ConsumerId,
         max: usize,
+        _now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
         self.op(queue, |q| {
             if !q.consumers.contains(consumer.as_str()) {

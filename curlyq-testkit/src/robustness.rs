@@ -422,7 +422,7 @@ pub async fn wrongtype_rejects_without_writing<B: Backend>(env: Env<B>) {
         .register(queue, &c, 1.0, Registration::Join)
         .await
         .unwrap();
-    backend.take(queue, &c, 1).await.unwrap();
+    backend.take(queue, &c, 1, 1_700_000_000.0).await.unwrap();
     env.raw(&["ZADD", &keys.dead, "5", "old"]);
     env.raw(&["SET", &keys.data, "not a hash"]);
     let inflight = keys.inflight("c1");
@@ -450,7 +450,10 @@ pub async fn wrongtype_rejects_without_writing<B: Backend>(env: Env<B>) {
         backend.push(queue, &[job("n", "N")]).await.map(drop),
         "push",
     );
-    rejected(backend.take(queue, &c, 5).await.map(drop), "take");
+    rejected(
+        backend.take(queue, &c, 5, 1_700_000_000.0).await.map(drop),
+        "take",
+    );
     rejected(backend.ack(queue, &c, &ids(&["a"])).await.map(drop), "ack");
     rejected(
         backend.push(queue, &many(2500)).await.map(drop),
@@ -593,7 +596,11 @@ pub async fn waiter_blocks_on_its_own_connection<B: Backend>(env: Env<B>) {
             .register(queue, &c, 1.0, Registration::Join)
             .await
             .unwrap();
-        assert!(backend.take(queue, &c, 1).await.unwrap().is_empty());
+        assert!(backend
+            .take(queue, &c, 1, 1_700_000_000.0)
+            .await
+            .unwrap()
+            .is_empty());
         assert!(
             op.elapsed() < Duration::from_millis(500),
             "{:?}",
@@ -733,7 +740,12 @@ pub async fn take_by_an_unknown_consumer_is_not_registered<B: Backend>(env: Env<
         .unwrap();
     let err = env
         .backend
-        .take(&env.queue, &ConsumerId::from_string("ghost"), 1)
+        .take(
+            &env.queue,
+            &ConsumerId::from_string("ghost"),
+            1,
+            1_700_000_000.0,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, BackendError::NotRegistered { .. }), "{err:?}");
@@ -752,7 +764,7 @@ pub async fn a_non_utf8_id_is_killed_when_taken<B: Backend>(env: Env<B>) {
         .register(queue, &c, 1.0, Registration::Join)
         .await
         .unwrap();
-    let taken = backend.take(queue, &c, 10).await.unwrap();
+    let taken = backend.take(queue, &c, 10, 1_700_000_000.0).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].id, "good");
     assert_eq!(env.raw(&["ZCARD", &keys.dead]), ":1\r\n");

@@ -91,13 +91,14 @@ impl QueueBackend for Broken {
         q: &QueueName,
         c: &ConsumerId,
         max: usize,
+        now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
-        match self.inner.take(q, c, max).await {
+        match self.inner.take(q, c, max, now).await {
             Err(BackendError::NotRegistered { .. })
                 if self.fault == Fault::TakeIgnoresRegistration =>
             {
                 self.inner.register(q, c, 0.0, Registration::Join).await?;
-                self.inner.take(q, c, max).await
+                self.inner.take(q, c, max, now).await
             }
             other => other,
         }

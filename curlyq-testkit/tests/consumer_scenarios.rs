@@ -412,7 +412,11 @@ fn a_crashed_consumers_jobs_are_recovered_by_anothers_custodian() {
             .register(sim.queue(), &crashed, t0, Registration::Join),
     )
     .unwrap();
-    let taken = block_on(sim.backend().take(sim.queue(), &crashed, 2)).unwrap();
+    let taken = block_on(
+        sim.backend()
+            .take(sim.queue(), &crashed, 2, 1_700_000_000.0),
+    )
+    .unwrap();
     assert_eq!(taken.len(), 2);
 
     let node = sim.start_consumer(ConsumerOptions::default(), ok);
@@ -630,7 +634,11 @@ fn a_job_that_keeps_crashing_its_consumer_is_killed() {
             .register(sim.queue(), &crashed, now, Registration::Join),
     )
     .unwrap();
-    block_on(sim.backend().take(sim.queue(), &crashed, 1)).unwrap();
+    block_on(
+        sim.backend()
+            .take(sim.queue(), &crashed, 1, 1_700_000_000.0),
+    )
+    .unwrap();
     let node = sim.start_consumer(options(|o| o.max_orphan_requeues = 1), ok);
     until(&mut sim, "killed as a crash-looper", 5 * MIN, |s| {
         s.dead.len() == 1

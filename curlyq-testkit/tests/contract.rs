@@ -135,8 +135,9 @@ impl QueueBackend for AckAnything {
         q: &QueueName,
         c: &ConsumerId,
         max: usize,
+        now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
-        self.0.take(q, c, max).await
+        self.0.take(q, c, max, now).await
     }
     async fn waiter(&self, q: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
         self.0.waiter(q).await

@@ -57,7 +57,10 @@ async fn holding(
     let consumer = joined(b, q, name, now).await;
     let jobs: Vec<EncodedJob> = list.iter().map(|id| job(id, id)).collect();
     b.push(q, &jobs).await.unwrap();
-    let taken = b.take(q, &consumer, list.len()).await.unwrap();
+    let taken = b
+        .take(q, &consumer, list.len(), 1_700_000_000.0)
+        .await
+        .unwrap();
     assert_eq!(taken_ids(&taken), ids(list));
     consumer
 }
@@ -104,7 +107,7 @@ async fn push_of_only_duplicates_sets_no_signal() {
     let b = MemoryBackend::new();
     let q = queue("q");
     let consumer = holding(&b, &q, "c", 1.0, &["a"]).await;
-    b.take(&q, &consumer, 1).await.unwrap(); // finds nothing: clears the signal
+    b.take(&q, &consumer, 1, 1_700_000_000.0).await.unwrap(); // finds nothing: clears the signal
     assert!(!b.snapshot(&q).signal);
     assert_eq!(b.push(&q, &[job("a", "x")]).await.unwrap(), vec![false]);
     assert!(!b.snapshot(&q).signal);
@@ -239,7 +242,7 @@ async fn take_requires_registration_and_takes_nothing() {
     let q = queue("q");
     b.push(&q, &[job("a", "a")]).await.unwrap();
     let before = b.snapshot(&q);
-    match b.take(&q, &c("ghost"), 10).await {
+    match b.take(&q, &c("ghost"), 10, 1_700_000_000.0).await {
         Err(BackendError::NotRegistered { queue, consumer }) => {
             assert_eq!(queue, "q");
             assert_eq!(consumer, "ghost");
@@ -257,9 +260,9 @@ async fn take_pops_head_and_clears_signal_when_short() {
     b.push(&q, &[job("a", "A"), job("b", "B"), job("c", "C")])
         .await
         .unwrap();
-    assert!(b.take(&q, &x, 0).await.unwrap().is_empty());
+    assert!(b.take(&q, &x, 0, 1_700_000_000.0).await.unwrap().is_empty());
     assert!(b.snapshot(&q).signal, "take of 0 is not short");
-    let taken = b.take(&q, &x, 2).await.unwrap();
+    let taken = b.take(&q, &x, 2, 1_700_000_000.0).await.unwrap();
     assert_eq!(
         taken,
         vec![
@@ -277,7 +280,7 @@ async fn take_pops_head_and_clears_signal_when_short() {
     assert!(s.signal);
     assert_eq!(s.active, ids(&["c"]));
     assert_eq!(s.inflight["x"], sset(&["a", "b"]));
-    let taken = b.take(&q, &x, 2).await.unwrap();
+    let taken = b.take(&q, &x, 2, 1_700_000_000.0).await.unwrap();
     assert_eq!(taken_ids(&taken), ids(&["c"]));
     let s = b.snapshot(&q);
     assert!(!s.signal);
@@ -295,7 +298,7 @@ async fn take_returns_none_for_missing_data() {
     b.push_raw_active(&q, "ghost");
     b.put_raw_data(&q, "poison", vec![0xc1]);
     b.push_raw_active(&q, "poison");
-    let taken = b.take(&q, &x, 10).await.unwrap();
+    let taken = b.take(&q, &x, 10, 1_700_000_000.0).await.unwrap();
     assert_eq!(
         taken,
         vec![
@@ -352,7 +355,7 @@ async fn ack_retry_kill_clear_the_orphan_count() {
         .await
         .unwrap();
     let dying = joined(&b, &q, "dying", 1.0).await;
-    b.take(&q, &dying, 3).await.unwrap();
+    b.take(&q, &dying, 3, 1_700_000_000.0).await.unwrap();
     let report = b.requeue_orphans(&q, sweep(10.0, 10, 5)).await.unwrap();
     assert_eq!(report.requeued, 3);
     let orphaned: BTreeMap<String, u32> = [("a", 1), ("k", 1), ("r", 1)]
@@ -361,7 +364,7 @@ async fn ack_retry_kill_clear_the_orphan_count() {
         .collect();
     assert_eq!(b.snapshot(&q).orphaned, orphaned);
     let x = joined(&b, &q, "x", 100.0).await;
-    b.take(&q, &x, 3).await.unwrap();
+    b.take(&q, &x, 3, 1_700_000_000.0).await.unwrap();
     b.ack(&q, &x, &ids(&["a"])).await.unwrap();
     b.retry(
         &q,
@@ -540,13 +543,13 @@ async fn requeue_orphans_kills_a_crash_looping_job() {
     b.push(&q, &[job("crash", "bytes")]).await.unwrap();
     for round in 1..=2u32 {
         let victim = joined(&b, &q, &format!("v{round}"), 1.0).await;
-        b.take(&q, &victim, 1).await.unwrap();
+        b.take(&q, &victim, 1, 1_700_000_000.0).await.unwrap();
         let report = b.requeue_orphans(&q, sweep(10.0, 10, 3)).await.unwrap();
         assert_eq!((report.requeued, report.killed), (1, 0));
         assert_eq!(b.snapshot(&q).orphaned["crash"], round);
     }
     let victim = joined(&b, &q, "v3", 1.0).await;
-    b.take(&q, &victim, 1).await.unwrap();
+    b.take(&q, &victim, 1, 1_700_000_000.0).await.unwrap();
     b.set_signal(&q, false);
     let report = b.requeue_orphans(&q, sweep(10.0, 10, 3)).await.unwrap();
     assert_eq!(report.requeued, 0);
@@ -858,7 +861,7 @@ async fn wait_keeps_waiting_when_the_signal_is_cleared_before_it_looks() {
     ManualRuntime::settle().await;
     // Set and clear in one go: the waiter is notified but finds no signal.
     b.push(&q, &[job("a", "a")]).await.unwrap();
-    b.take(&q, &x, 10).await.unwrap();
+    b.take(&q, &x, 10, 1_700_000_000.0).await.unwrap();
     ManualRuntime::settle().await;
     assert!(!task.is_finished(), "returned although the signal was gone");
     b.push(&q, &[job("b", "b")]).await.unwrap();

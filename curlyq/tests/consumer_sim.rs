@@ -400,7 +400,10 @@ async fn a_crashed_consumers_jobs_are_recovered_by_anothers_custodian() {
         .register(&sim.queue, &crashed, t0, Registration::Join)
         .await
         .unwrap();
-    let taken = backend.take(&sim.queue, &crashed, 2).await.unwrap();
+    let taken = backend
+        .take(&sim.queue, &crashed, 2, 1_700_000_000.0)
+        .await
+        .unwrap();
     assert_eq!(taken.len(), 2);
 
     let consumer = sim.builder().build(sim.backend_arc()).unwrap();
@@ -637,7 +640,10 @@ async fn a_job_that_keeps_crashing_its_consumer_is_killed() {
         .register(&sim.queue, &crashed, unix(sim.now()), Registration::Join)
         .await
         .unwrap();
-    backend.take(&sim.queue, &crashed, 1).await.unwrap();
+    backend
+        .take(&sim.queue, &crashed, 1, 1_700_000_000.0)
+        .await
+        .unwrap();
     let consumer = sim
         .builder()
         .max_orphan_requeues(1)

@@ -374,7 +374,14 @@ fn recovers_the_jobs_of_a_crashed_consumer() {
             .register(&queue, &crashed, an_hour_ago, Registration::Join)
             .await
             .unwrap();
-        assert_eq!(w.backend.take(&queue, &crashed, 10).await.unwrap().len(), 3);
+        assert_eq!(
+            w.backend
+                .take(&queue, &crashed, 10, 1_700_000_000.0)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
         let runs = Runs::default();
         let consumer = w
             .builder("orph")

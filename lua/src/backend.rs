@@ -246,8 +246,7 @@ impl<T: Transport> ScriptBackend<T> {
     /// are strings in curlyq, so such a job could be neither run under its ID nor acked.
     /// Killed by their raw bytes, data kept as stored. If that fails they stay in flight
     /// and come back through the custodian once this consumer is gone.
-    async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>]) {
-        let now = curlyq_core::unix_seconds(std::time::SystemTime::now());
+    async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>], now: f64) {
         let kill = calls::kill_not_utf8_calls(keys, inflight, ids, now);
         match self.run(&kill, None).await {
             Ok(_) => tracing::warn!(
@@ -338,6 +337,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         queue: &QueueName,
         consumer: &ConsumerId,
         max: usize,
+        now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
@@ -345,7 +345,8 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         let replies = self.run(&take, Some((queue, consumer))).await?;
         let taken = calls::parse_take(&replies)?;
         if !taken.not_utf8.is_empty() {
-            self.kill_not_utf8(&keys, &inflight, &taken.not_utf8).await;
+            self.kill_not_utf8(&keys, &inflight, &taken.not_utf8, now)
+                .await;
         }
         Ok(taken.jobs)
     }

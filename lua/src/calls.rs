@@ -407,12 +407,18 @@ pub fn register_calls(
     now: f64,
     mode: Registration,
 ) -> Result<Vec<ScriptCall>, BackendError> {
+    let mode = match mode {
+        Registration::Join => "join",
+        Registration::Heartbeat => "heartbeat",
+        other => {
+            return Err(BackendError::Rejected(format!(
+                "register: {other:?} is not supported by this backend version"
+            )))
+        }
+    };
     let mut call = ScriptCall::new(ScriptId::Register, &[&keys.consumers]);
     call.arg(score("heartbeat time", now)?)
-        .arg(match mode {
-            Registration::Join => "join",
-            Registration::Heartbeat => "heartbeat",
-        })
+        .arg(mode)
         .arg(keys.inflight(consumer));
     Ok(vec![call])
 }

@@ -90,6 +90,7 @@ impl ConsumerCore {
             BackendCall::Take {
                 consumer: consumer.clone(),
                 max: room,
+                now: self.unix_now(),
             },
             Purpose::Take {
                 consumer,

@@ -62,6 +62,8 @@ pub enum BackendCall {
         consumer: ConsumerId,
         /// Most jobs to take.
         max: usize,
+        /// The time now (Unix seconds), for jobs the backend must kill when taken.
+        now: f64,
     },
     /// [`Waiter::wait`](crate::Waiter::wait) on the driver's dedicated waiter. The
     /// driver makes the waiter with [`QueueBackend::waiter`] when it has none, or when
@@ -134,8 +136,8 @@ impl BackendCall {
             BackendCall::EnqueueDue { now, max } => {
                 Reply::Due(backend.enqueue_due(queue, now, max).await?)
             }
-            BackendCall::Take { consumer, max } => {
-                Reply::Taken(backend.take(queue, &consumer, max).await?)
+            BackendCall::Take { consumer, max, now } => {
+                Reply::Taken(backend.take(queue, &consumer, max, now).await?)
             }
             BackendCall::Wait { .. } => Reply::Signal(false),
             BackendCall::Ack { consumer, ids } => {

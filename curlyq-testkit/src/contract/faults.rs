@@ -105,7 +105,11 @@ pub(super) async fn lost_reply_take_leaves_jobs_in_flight<B: QueueBackend>(
     join(b, q, &c, 1.0).await?;
     b.push(q, &jobs(&["a", "b"])).await.ctx("push")?;
     b.fail_next_applied(1);
-    expect_injected(b.take(q, &c, 10).await, Operation::Take, true)?;
+    expect_injected(
+        b.take(q, &c, 10, 1_700_000_000.0).await,
+        Operation::Take,
+        true,
+    )?;
     ensure!(
         drain(b, q, "reader").await?.is_empty(),
         "jobs still active after a take whose reply was lost"
@@ -126,9 +130,13 @@ pub(super) async fn failing_take_takes_nothing<B: QueueBackend>(
     join(b, q, &c, 1.0).await?;
     b.push(q, &jobs(&["a", "b", "c"])).await.ctx("push")?;
     b.fail_next(1);
-    expect_injected(b.take(q, &c, 2).await, Operation::Take, false)?;
+    expect_injected(
+        b.take(q, &c, 2, 1_700_000_000.0).await,
+        Operation::Take,
+        false,
+    )?;
     ensure_eq!(
-        ids_of(&b.take(q, &c, 10).await.ctx("take")?),
+        ids_of(&b.take(q, &c, 10, 1_700_000_000.0).await.ctx("take")?),
         strings(&["a", "b", "c"]),
         "take after a take that failed"
     );
@@ -143,7 +151,7 @@ pub(super) async fn failing_calls_change_nothing<B: QueueBackend>(
     let c = consumer("worker");
     join(b, q, &c, 1.0).await?;
     b.push(q, &jobs(&["a"])).await.ctx("push")?;
-    b.take(q, &c, 1).await.ctx("take")?;
+    b.take(q, &c, 1, 1_700_000_000.0).await.ctx("take")?;
     b.push(q, &jobs(&["b"])).await.ctx("push")?;
     let before = snapshot(b, q).await?;
 
@@ -165,7 +173,11 @@ pub(super) async fn failing_calls_change_nothing<B: QueueBackend>(
         Operation::EnqueueDue,
         false,
     )?;
-    expect_injected(b.take(q, &c, 10).await, Operation::Take, false)?;
+    expect_injected(
+        b.take(q, &c, 10, 1_700_000_000.0).await,
+        Operation::Take,
+        false,
+    )?;
     expect_injected(b.ack(q, &c, &strings(&["a"])).await, Operation::Ack, false)?;
     let retry = RetryJob {
         id: "a".into(),
@@ -238,7 +250,7 @@ pub(super) async fn failing_calls_are_selected_and_counted<B: QueueBackend>(
     join(b, q, &c, 2.0).await?;
     b.set_failing(None);
     ensure_eq!(
-        ids_of(&b.take(q, &c, 10).await.ctx("take")?),
+        ids_of(&b.take(q, &c, 10, 1_700_000_000.0).await.ctx("take")?),
         strings(&["a"]),
         "take after the failing register and the join"
     );

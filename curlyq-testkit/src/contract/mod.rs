@@ -506,7 +506,7 @@ async fn heartbeat(
 async fn drain(b: &dyn QueueBackend, q: &QueueName, name: &str) -> Result<Vec<TakenJob>, String> {
     let drainer = consumer(name);
     join(b, q, &drainer, 0.0).await?;
-    b.take(q, &drainer, 1000)
+    b.take(q, &drainer, 1000, 1_700_000_000.0)
         .await
         .ctx("take (draining the active list)")
 }
@@ -534,7 +534,10 @@ async fn owned_setup(
     join(b, q, &owner, 10.0).await?;
     join(b, q, &other, 10.0).await?;
     b.push(q, &jobs(ids)).await.ctx("push")?;
-    let taken = b.take(q, &owner, ids.len()).await.ctx("take")?;
+    let taken = b
+        .take(q, &owner, ids.len(), 1_700_000_000.0)
+        .await
+        .ctx("take")?;
     ensure_eq!(ids_of(&taken), strings(ids), "jobs taken by the owner");
     Ok((owner, other))
 }

@@ -12,13 +12,13 @@ pub(super) async fn requeue_orphans_oldest_first_within_max(
     join(b, q, &idle, 5.0).await?;
     b.push(q, &jobs(&["m1", "m2", "m3"])).await.ctx("push")?;
     ensure_eq!(
-        b.take(q, &mid, 3).await.ctx("take")?.len(),
+        b.take(q, &mid, 3, 1_700_000_000.0).await.ctx("take")?.len(),
         3,
         "jobs taken by mid"
     );
     b.push(q, &jobs(&["o1", "o2"])).await.ctx("push")?;
     ensure_eq!(
-        b.take(q, &old, 2).await.ctx("take")?.len(),
+        b.take(q, &old, 2, 1_700_000_000.0).await.ctx("take")?.len(),
         2,
         "jobs taken by old"
     );
@@ -38,13 +38,13 @@ pub(super) async fn requeue_orphans_oldest_first_within_max(
     // "old" (score 10) is served before "mid" (20): both of its jobs, then one of mid's.
     let reader = consumer("reader");
     join(b, q, &reader, 100.0).await?;
-    let first = ids_of(&b.take(q, &reader, 2).await.ctx("take")?);
+    let first = ids_of(&b.take(q, &reader, 2, 1_700_000_000.0).await.ctx("take")?);
     ensure_eq!(
         set(&first),
         set(&strings(&["o1", "o2"])),
         "first two requeued jobs (oldest consumer first)"
     );
-    let third = ids_of(&b.take(q, &reader, 10).await.ctx("take")?);
+    let third = ids_of(&b.take(q, &reader, 10, 1_700_000_000.0).await.ctx("take")?);
     ensure_eq!(third.len(), 1, "jobs requeued from mid");
     ensure!(
         third[0].starts_with('m'),
@@ -79,7 +79,7 @@ pub(super) async fn requeue_orphans_oldest_first_within_max(
         !heartbeat(b, q, &mid, 30.0).await?,
         "mid still registered after being emptied"
     );
-    let rest = ids_of(&b.take(q, &reader, 10).await.ctx("take")?);
+    let rest = ids_of(&b.take(q, &reader, 10, 1_700_000_000.0).await.ctx("take")?);
     let mut all: Vec<String> = third.into_iter().chain(rest).collect();
     all.sort();
     ensure_eq!(
@@ -103,9 +103,9 @@ pub(super) async fn requeue_orphans_spares_live_consumers(
     join(b, q, &live, 50.0).await?;
     join(b, q, &edge, 40.0).await?;
     b.push(q, &jobs(&["l"])).await.ctx("push")?;
-    b.take(q, &live, 1).await.ctx("take")?;
+    b.take(q, &live, 1, 1_700_000_000.0).await.ctx("take")?;
     b.push(q, &jobs(&["e"])).await.ctx("push")?;
-    b.take(q, &edge, 1).await.ctx("take")?;
+    b.take(q, &edge, 1, 1_700_000_000.0).await.ctx("take")?;
     let report = b
         .requeue_orphans(q, sweep(39.999, 10, 1))
         .await
@@ -149,7 +149,7 @@ pub(super) async fn requeue_orphans_kills_crash_loops(
     for round in 1..=2u32 {
         let victim = consumer(&format!("victim-{round}"));
         join(b, q, &victim, f64::from(round)).await?;
-        let taken = ids_of(&b.take(q, &victim, 1).await.ctx("take")?);
+        let taken = ids_of(&b.take(q, &victim, 1, 1_700_000_000.0).await.ctx("take")?);
         ensure_eq!(taken, strings(&["crash"]), "round {round}: job taken");
         let report = b
             .requeue_orphans(q, sweep(100.0, 10, 3))
@@ -163,7 +163,7 @@ pub(super) async fn requeue_orphans_kills_crash_loops(
         // The job went back to the tail: put it ahead of "fine" again.
         let keeper = consumer(&format!("keeper-{round}"));
         join(b, q, &keeper, 1000.0).await?;
-        let taken = ids_of(&b.take(q, &keeper, 1).await.ctx("take")?);
+        let taken = ids_of(&b.take(q, &keeper, 1, 1_700_000_000.0).await.ctx("take")?);
         ensure_eq!(
             taken,
             strings(&["fine"]),
@@ -178,7 +178,7 @@ pub(super) async fn requeue_orphans_kills_crash_loops(
     let victim = consumer("victim-3");
     join(b, q, &victim, 3.0).await?;
     ensure_eq!(
-        ids_of(&b.take(q, &victim, 1).await.ctx("take")?),
+        ids_of(&b.take(q, &victim, 1, 1_700_000_000.0).await.ctx("take")?),
         strings(&["crash"]),
         "round 3: job taken"
     );
@@ -198,7 +198,7 @@ pub(super) async fn requeue_orphans_kills_crash_loops(
     let reader = consumer("reader");
     join(b, q, &reader, 1000.0).await?;
     ensure_eq!(
-        ids_of(&b.take(q, &reader, 10).await.ctx("take")?),
+        ids_of(&b.take(q, &reader, 10, 1_700_000_000.0).await.ctx("take")?),
         strings(&["fine"]),
         "active list after the kill"
     );
@@ -219,7 +219,7 @@ pub(super) async fn requeue_orphans_kills_crash_loops(
     for round in 1..=4u32 {
         let victim = consumer(&format!("zero-{round}"));
         join(b, q, &victim, 1.0).await?;
-        b.take(q, &victim, 10).await.ctx("take")?;
+        b.take(q, &victim, 10, 1_700_000_000.0).await.ctx("take")?;
         let report = b
             .requeue_orphans(q, sweep(100.0, 10, 0))
             .await
@@ -240,7 +240,7 @@ pub(super) async fn orphan_count_cleared_when_job_ends(
     b.push(q, &jobs(&["j"])).await.ctx("push")?;
     let first = consumer("first");
     join(b, q, &first, 1.0).await?;
-    b.take(q, &first, 1).await.ctx("take")?;
+    b.take(q, &first, 1, 1_700_000_000.0).await.ctx("take")?;
     let report = b
         .requeue_orphans(q, sweep(10.0, 10, 2))
         .await
@@ -248,7 +248,7 @@ pub(super) async fn orphan_count_cleared_when_job_ends(
     ensure_eq!((report.requeued, report.killed), (1, 0), "first orphaning");
     let finisher = consumer("finisher");
     join(b, q, &finisher, 100.0).await?;
-    b.take(q, &finisher, 1).await.ctx("take")?;
+    b.take(q, &finisher, 1, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(
         b.ack(q, &finisher, &strings(&["j"])).await.ctx("ack")?,
         vec![true],
@@ -262,7 +262,7 @@ pub(super) async fn orphan_count_cleared_when_job_ends(
     );
     let second = consumer("second");
     join(b, q, &second, 2.0).await?;
-    b.take(q, &second, 1).await.ctx("take")?;
+    b.take(q, &second, 1, 1_700_000_000.0).await.ctx("take")?;
     let report = b
         .requeue_orphans(q, sweep(10.0, 10, 2))
         .await

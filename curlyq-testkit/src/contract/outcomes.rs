@@ -71,7 +71,7 @@ pub(super) async fn retry_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Out
     );
     let due = b.enqueue_due(q, 50.0, 10).await.ctx("enqueue_due")?;
     ensure_eq!(due.moved, 1, "retried job due at its time");
-    let taken = b.take(q, &other, 10).await.ctx("take")?;
+    let taken = b.take(q, &other, 10, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(ids_of(&taken), strings(&["a"]), "retried job taken again");
     ensure_eq!(
         taken[0].data.as_deref(),
@@ -149,7 +149,10 @@ pub(super) async fn give_back_only_owned(b: &dyn QueueBackend, q: &QueueName) ->
     let (owner, other) = owned_setup(b, q, &["a", "b", "c"]).await?;
     // The owner took exactly what was there; a take that finds nothing clears the signal.
     ensure!(
-        b.take(q, &owner, 1).await.ctx("take")?.is_empty(),
+        b.take(q, &owner, 1, 1_700_000_000.0)
+            .await
+            .ctx("take")?
+            .is_empty(),
         "take from a drained queue returned jobs"
     );
     ensure!(
@@ -183,7 +186,7 @@ pub(super) async fn give_back_only_owned(b: &dyn QueueBackend, q: &QueueName) ->
         .await
         .ctx("give_back")?;
     ensure_eq!(given, 1, "give_back of b by the owner");
-    let taken = b.take(q, &other, 10).await.ctx("take")?;
+    let taken = b.take(q, &other, 10, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(
         ids_of(&taken),
         strings(&["c", "a", "d", "b"]),

@@ -42,7 +42,7 @@ pub(super) async fn push_deduplicates_existing_ids(b: &dyn QueueBackend, q: &Que
         "push of an active ID then a new one"
     );
     // In flight.
-    let taken = b.take(q, &c, 1).await.ctx("take")?;
+    let taken = b.take(q, &c, 1, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(ids_of(&taken), strings(&["act"]), "first take");
     ensure_eq!(
         taken[0].data.as_deref(),
@@ -83,7 +83,7 @@ pub(super) async fn push_deduplicates_existing_ids(b: &dyn QueueBackend, q: &Que
         "push of a dead ID"
     );
     // The active list holds only "new" (nothing was appended by the refused pushes).
-    let taken = b.take(q, &c, 10).await.ctx("take")?;
+    let taken = b.take(q, &c, 10, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(
         ids_of(&taken),
         strings(&["new"]),

@@ -10,7 +10,7 @@ pub(super) async fn register_join_and_heartbeat(b: &dyn QueueBackend, q: &QueueN
     );
     // The failed heartbeat must not have registered it.
     b.push(q, &jobs(&["j"])).await.ctx("push")?;
-    match b.take(q, &c, 1).await {
+    match b.take(q, &c, 1, 1_700_000_000.0).await {
         Err(BackendError::NotRegistered { .. }) => {}
         other => {
             return Err(format!(
@@ -74,7 +74,7 @@ pub(super) async fn register_join_and_heartbeat(b: &dyn QueueBackend, q: &QueueN
 pub(super) async fn take_requires_registration(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
     b.push(q, &jobs(&["a", "b"])).await.ctx("push")?;
     let stranger = consumer("stranger");
-    match b.take(q, &stranger, 10).await {
+    match b.take(q, &stranger, 10, 1_700_000_000.0).await {
         Err(BackendError::NotRegistered { queue, consumer }) => {
             ensure_eq!(queue, q.as_str().to_owned(), "queue named in NotRegistered");
             ensure_eq!(
@@ -110,20 +110,23 @@ pub(super) async fn take_moves_head_and_clears_signal(
     let c = consumer("worker");
     join(b, q, &c, 1.0).await?;
     ensure!(
-        b.take(q, &c, 5).await.ctx("take")?.is_empty(),
+        b.take(q, &c, 5, 1_700_000_000.0)
+            .await
+            .ctx("take")?
+            .is_empty(),
         "take from an empty queue returned jobs"
     );
     b.push(q, &jobs(&["a", "b", "c", "d"])).await.ctx("push")?;
-    let taken = b.take(q, &c, 2).await.ctx("take")?;
+    let taken = b.take(q, &c, 2, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(ids_of(&taken), strings(&["a", "b"]), "first take of 2");
     ensure!(
         signal_is_set(b, q).await?,
         "signal cleared by a take that got all it asked for"
     );
-    let taken = b.take(q, &c, 2).await.ctx("take")?;
+    let taken = b.take(q, &c, 2, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(ids_of(&taken), strings(&["c", "d"]), "second take of 2");
     // Exactly max were there: the signal may stay set; the next take finds fewer.
-    let taken = b.take(q, &c, 2).await.ctx("take")?;
+    let taken = b.take(q, &c, 2, 1_700_000_000.0).await.ctx("take")?;
     ensure!(
         taken.is_empty(),
         "take from a drained queue returned {:?}",
@@ -134,7 +137,7 @@ pub(super) async fn take_moves_head_and_clears_signal(
         "signal still set after a take that found fewer than max"
     );
     b.push(q, &jobs(&["e"])).await.ctx("push")?;
-    let taken = b.take(q, &c, 3).await.ctx("take")?;
+    let taken = b.take(q, &c, 3, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(
         ids_of(&taken),
         strings(&["e"]),
@@ -199,7 +202,7 @@ pub(super) async fn unregister_only_when_idle(b: &dyn QueueBackend, q: &QueueNam
         !heartbeat(b, q, &busy, 12.0).await?,
         "consumer still registered after unregister"
     );
-    match b.take(q, &busy, 1).await {
+    match b.take(q, &busy, 1, 1_700_000_000.0).await {
         Err(BackendError::NotRegistered { .. }) => Ok(()),
         other => Err(format!(
             "take after unregister: expected NotRegistered, got {other:?}"

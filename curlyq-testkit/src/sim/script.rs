@@ -14,6 +14,7 @@ pub struct NodeId(pub usize);
 
 /// What a simulated handler run does.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandlerScript {
     /// Ends with `result` after `after` of simulated time.
     End {
@@ -54,6 +55,7 @@ impl HandlerScript {
 
 /// How an injected fault hits a backend call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FaultKind {
     /// The call is not carried out and fails (the store was unreachable).
     Fail,
