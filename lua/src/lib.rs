@@ -20,6 +20,9 @@
 //! `{}` formatting of an `f64` gives the shortest string that round-trips) and handed to
 //! Redis as given, never through a Lua number.
 
+// docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod calls;
 
 /// Most jobs (or IDs) a caller passes to one script call: the core's batch size, which
