@@ -1,14 +1,17 @@
-//! [`Simulation`]: consumer cores and a [`MemoryBackend`] on simulated time, with no
-//! async runtime at all.
+//! [`Simulation`]: consumer cores and a [`MemoryBackend`](crate::MemoryBackend) on
+//! simulated time, with no async runtime at all.
 //!
-//! The simulation owns one or more [`ConsumerCore`]s (the consumer's five loops as a
-//! pure state machine), carries out their backend calls on a [`MemoryBackend`], runs
-//! their handlers as scripted outcomes, and moves time straight to the next thing that
-//! happens: a call landing, a reply arriving, a handler ending, a core's timer. Each call
-//! lands after a random delay and its reply comes back after another; either can be
-//! failed (not carried out) or lost (carried out, reported as failed) at random or on
-//! purpose. Everything random comes from one seed, so a run is exactly reproducible.
-//! Consumers can crash, pause (past the orphan timeout), and shut down.
+//! The simulation owns one or more [`ConsumerCore`]s (the consumer's five loops as a pure
+//! state machine), carries out their backend calls on a
+//! [`MemoryBackend`](crate::MemoryBackend), runs their handlers as scripted outcomes, and
+//! moves time straight to the next thing that happens: a call landing, a reply arriving, a
+//! handler ending, a core's timer. Each call lands after a random delay and its reply comes
+//! back after another; either can be failed (not carried out) or lost (carried out,
+//! reported as failed) at random or on purpose. Everything random comes from one seed, so a
+//! run is exactly reproducible. Consumers can crash, pause (past the orphan timeout), and
+//! shut down.
+//!
+//! [`ConsumerCore`]: curlyq_core::consumer::ConsumerCore
 //!
 //! ```
 //! use std::time::Duration;
