@@ -7,6 +7,9 @@
 //! scheduler, custodian, poller, processor), generic over the backend and the
 //! [`Runtime`]. Most applications use it through the `curlyq` facade crate.
 
+// docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backend;
 mod backoff;
 pub mod consumer;

@@ -39,6 +39,9 @@
 //! [`Client`]: fred::clients::Client
 //! [`Pool`]: fred::clients::Pool
 
+// docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod error;
 mod transport;

@@ -56,6 +56,9 @@
 //! [`BackendError::Rejected`]: curlyq_core::BackendError::Rejected
 //! [`BackendError::NotRegistered`]: curlyq_core::BackendError::NotRegistered
 
+// docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod error;
 mod transport;

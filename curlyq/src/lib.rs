@@ -35,6 +35,9 @@
 //! }
 //! ```
 
+// docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(not(any(feature = "tokio", feature = "async-std", feature = "smol")))]
 compile_error!(
     "curlyq needs an async runtime: enable one of the features `tokio` (on by default), \
@@ -48,6 +51,11 @@ compile_error!(
 );
 
 use std::sync::Arc;
+
+// crates.io shows this crate's README: its example must compile (run as a doctest).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub use curlyq_core::{
     backoff, backoff_bounds, backoff_with_jitter, BackendError, BoxError, ConfigError,

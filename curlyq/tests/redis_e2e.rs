@@ -69,9 +69,9 @@ async fn produces_and_consumes_every_job_exactly_once() {
     assert_eq!(cmd(&server, &["ZCARD", "e2e:consumers"]), ":0\r\n");
 }
 
-/// Loads `spec/go-queue-fixture.json` (a queue state left by Go CurlyQ) into `server`.
+/// Loads `go-queue-fixture.json` (beside this file: a queue state left by Go CurlyQ, as
+/// `spec/wire.md` describes) into `server`.
 fn load_go_fixture(server: &RedisServer) {
-    // A copy of spec/go-queue-fixture.json, kept in the repository.
     let text = include_str!("go-queue-fixture.json");
     let doc: serde_json::Value = serde_json::from_str(text).unwrap();
     for (key, v) in doc["keys"].as_object().unwrap() {

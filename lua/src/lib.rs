@@ -28,6 +28,9 @@
 //! `{}` formatting of an `f64` gives the shortest string that round-trips) and handed to
 //! Redis as given, never through a Lua number.
 
+// docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod backend;
 pub mod calls;
 mod redact;

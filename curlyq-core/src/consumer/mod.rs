@@ -3,7 +3,7 @@
 //!
 //! The loops are one pure state machine, [`ConsumerCore`], that knows nothing of I/O,
 //! clocks or runtimes; one async driver owns it, makes the backend calls it asks for,
-//! runs the handlers on the [`Runtime`](crate::Runtime), sleeps until the core's next
+//! runs the handlers on the [runtime](crate::Runtime), sleeps until the core's next
 //! timer and feeds every result back. The files:
 //!
 //! | file | owns |
