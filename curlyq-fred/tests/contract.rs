@@ -10,6 +10,18 @@ curlyq_testkit::backend_tests!(redis: |url: String| async move {
     FredBackend::connect(&url).await
 });
 
+/// Prints every failed check, then fails if there was one.
+fn assert_no_failures(failures: Vec<contract::ContractFailure>) {
+    for failure in &failures {
+        eprintln!("{failure}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} contract checks failed",
+        failures.len()
+    );
+}
+
 /// The contract holds on a pool of three clients the application built itself.
 #[tokio::test(flavor = "multi_thread")]
 async fn fred_backend_on_a_user_pool_meets_the_contract() {
@@ -22,15 +34,7 @@ async fn fred_backend_on_a_user_pool_meets_the_contract() {
         .unwrap();
     pool.init().await.unwrap();
     let backend = FredBackend::new(curlyq_fred::FredTransport::from_pool(&pool));
-    let failures = contract::check_backend_all(&backend, "{pool}-").await;
-    for failure in &failures {
-        eprintln!("{failure}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{} contract checks failed",
-        failures.len()
-    );
+    assert_no_failures(contract::check_backend_all(&backend, "{pool}-").await);
     pool.quit().await.unwrap();
 }
 
@@ -45,14 +49,6 @@ fn fred_backend_meets_the_contract_under_smol() {
             "no tokio here"
         );
         let backend = FredBackend::connect(&server.url()).await.unwrap();
-        let failures = contract::check_backend_all(&backend, "{smol}-").await;
-        for failure in &failures {
-            eprintln!("{failure}");
-        }
-        assert!(
-            failures.is_empty(),
-            "{} contract checks failed",
-            failures.len()
-        );
+        assert_no_failures(contract::check_backend_all(&backend, "{smol}-").await);
     });
 }
