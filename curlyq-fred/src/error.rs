@@ -30,15 +30,20 @@ fn as_error_reply(err: &FredError) -> Option<Reply> {
         err.kind(),
         ErrorKind::Unknown | ErrorKind::InvalidArgument | ErrorKind::InvalidCommand
     );
-    if code == "NOSCRIPT" || code == "NOTREG" || (reply_kind && is_reply(err)) {
-        let message = err.details().trim_start()[code.len()..].trim_start();
-        Some(Reply::Error {
+    (code == "NOSCRIPT" || code == "NOTREG" || (reply_kind && is_reply(err))).then(|| {
+        let (code, message) = split_reply(err);
+        Reply::Error {
             code: code.to_owned(),
             message: message.to_owned(),
-        })
-    } else {
-        None
-    }
+        }
+    })
+}
+
+/// An error reply's text split into its code and the rest (`WRONGTYPE`, `curlyq: ...`).
+fn split_reply(err: &FredError) -> (&str, &str) {
+    let code = code(err);
+    let rest = err.details().trim_start()[code.len()..].trim_start();
+    (code, rest)
 }
 
 /// Maps any fred error: client-side failures by kind, error replies by their code.
@@ -63,11 +68,7 @@ pub(crate) fn from_fred(secrets: &Secrets, err: &FredError) -> BackendError {
         ErrorKind::Unknown | ErrorKind::InvalidArgument | ErrorKind::InvalidCommand
             if is_reply(err) =>
         {
-            let (code, rest) = err
-                .details()
-                .trim_start()
-                .split_once(' ')
-                .unwrap_or((err.details().trim(), ""));
+            let (code, rest) = split_reply(err);
             error_reply(secrets, code, rest)
         }
         // The client's own failures of these kinds: "Failed to route command." while
