@@ -151,6 +151,10 @@ pub struct RetryJob {
     pub data: Vec<u8>,
     /// When to run it again, Unix seconds.
     pub at: f64,
+    /// Why this run failed, kept in `Q:errors` for operators until the job is acked or
+    /// killed (where the dead reason takes over); `None` keeps nothing (and clears an
+    /// earlier one).
+    pub error: Option<String>,
 }
 
 /// A job to move to the dead set.

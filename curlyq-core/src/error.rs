@@ -109,6 +109,9 @@ pub enum ProduceError {
         /// The limit in bytes.
         max: usize,
     },
+    /// A typed job's value could not be encoded; nothing was written.
+    #[error(transparent)]
+    Encode(#[from] crate::codec::CodecError),
     /// The backend failed. The jobs may or may not have been written: push them again
     /// with the same IDs (the ones in this error) to be sure, which cannot create a
     /// second job.

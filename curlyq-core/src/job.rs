@@ -4,7 +4,10 @@ use std::fmt;
 
 use rmp::decode::{self, RmpRead};
 use rmp::Marker;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
+use crate::codec::{Codec, CodecError, Json};
 use crate::error::DecodeError;
 
 /// A unit of work: an ID, opaque bytes for the handler, and the count of failed runs.
@@ -79,6 +82,55 @@ impl Job {
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = attempt;
         self
+    }
+
+    /// A new job (fresh ID, attempt 0) whose payload is `value` as JSON, the bytes a Go
+    /// service's `json.Marshal` would put in `Data`.
+    ///
+    /// ```
+    /// use curlyq_core::Job;
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Email { to: String }
+    ///
+    /// let job = Job::json(&Email { to: "a@example.com".into() })?.with_id("welcome-42");
+    /// assert_eq!(job.data, br#"{"to":"a@example.com"}"#);
+    /// let email: Email = job.json_value()?;
+    /// assert_eq!(email.to, "a@example.com");
+    /// # Ok::<(), curlyq_core::CodecError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CodecError`] when serde cannot encode the value (a map with non-string keys).
+    pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Job, CodecError> {
+        Job::from_value(&Json, value)
+    }
+
+    /// A new job whose payload is `value` encoded by `codec`.
+    ///
+    /// # Errors
+    /// [`CodecError`] when the codec cannot encode the value.
+    pub fn from_value<C: Codec, T: Serialize + ?Sized>(
+        codec: &C,
+        value: &T,
+    ) -> Result<Job, CodecError> {
+        Ok(Job::new(codec.encode(value)?))
+    }
+
+    /// The payload decoded from JSON.
+    ///
+    /// # Errors
+    /// [`CodecError`] naming the type and serde's message.
+    pub fn json_value<T: DeserializeOwned>(&self) -> Result<T, CodecError> {
+        self.value(&Json)
+    }
+
+    /// The payload decoded by `codec`.
+    ///
+    /// # Errors
+    /// [`CodecError`] naming the type and the codec's message.
+    pub fn value<C: Codec, T: DeserializeOwned>(&self, codec: &C) -> Result<T, CodecError> {
+        codec.decode(&self.data)
     }
 
     /// Encodes the job as Go CurlyQ does: a MessagePack map with `ID` (str), `Data`

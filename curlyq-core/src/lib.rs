@@ -12,9 +12,13 @@
 
 mod backend;
 mod backoff;
+mod codec;
 pub mod consumer;
+mod context;
 mod error;
+mod failure;
 mod job;
+pub mod memory;
 mod options;
 mod producer;
 pub mod runtime;
@@ -25,11 +29,17 @@ pub use backend::{
     QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter, MAX_BATCH,
 };
 pub use backoff::{backoff, backoff_bounds, backoff_with_jitter};
+#[cfg(feature = "msgpack")]
+pub use codec::MessagePack;
+pub use codec::{Codec, CodecError, Json};
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerStats};
+pub use context::{CancelReason, JobContext};
 pub use error::{
     BackendError, BoxError, ConfigError, ConsumeError, DecodeError, LoopName, ProduceError,
 };
+pub use failure::{Permanent, RetryAfter};
 pub use job::Job;
+pub use memory::MemoryBackend;
 pub use options::ConsumerOptions;
 pub use producer::{Producer, DEFAULT_MAX_PAYLOAD};
 #[cfg(feature = "async-io")]

@@ -63,6 +63,17 @@ pub struct ConsumerOptions {
     pub dead_max_jobs: usize,
     /// Dead jobs older than this are removed. Default 180 days. (New.)
     pub dead_max_age: Duration,
+    /// How long one run of a job may take: at its end the handler's
+    /// [cancellation signal](crate::JobContext::cancelled) fires, and a run that has not
+    /// returned `Ok` within [`cancel_grace_period`](Self::cancel_grace_period) more counts
+    /// as failed ("timed out after …"; retried or killed as usual). `None`, the default,
+    /// lets a run take as long as it takes; a handler can set its own run's bound with
+    /// [`JobContext::set_timeout`](crate::JobContext::set_timeout). (New.)
+    pub job_timeout: Option<Duration>,
+    /// After a run's cancellation signal fired (its timeout or the shutdown grace period
+    /// ran out), how long its handler has to return before it is dropped. Default 1 s; 0
+    /// drops it at once. (New.)
+    pub cancel_grace_period: Duration,
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -96,6 +107,8 @@ impl Default for ConsumerOptions {
             max_orphan_requeues: 3,
             dead_max_jobs: 10_000,
             dead_max_age: Duration::from_secs(180 * 24 * 3600),
+            job_timeout: None,
+            cancel_grace_period: Duration::from_secs(1),
         }
     }
 }
@@ -149,6 +162,9 @@ impl ConsumerOptions {
         nonzero("scheduler_poll_interval", self.scheduler_poll_interval)?;
         count("dead_max_jobs", self.dead_max_jobs, usize::MAX)?;
         nonzero("dead_max_age", self.dead_max_age)?;
+        if let Some(timeout) = self.job_timeout {
+            nonzero("job_timeout", timeout)?;
+        }
         Ok(())
     }
 }

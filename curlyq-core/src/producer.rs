@@ -97,6 +97,30 @@ impl Producer {
         })
     }
 
+    /// Pushes a job whose payload is `value` as JSON (see [`Job::json`]). Returns its ID.
+    /// To set an ID or a run time, make the job with [`Job::json`] and use
+    /// [`perform`](Self::perform), [`perform_at`](Self::perform_at) or
+    /// [`perform_after`](Self::perform_after).
+    ///
+    /// ```
+    /// # async fn demo(producer: curlyq_core::Producer) -> Result<(), curlyq_core::ProduceError> {
+    /// #[derive(serde::Serialize)]
+    /// struct Email<'a> { to: &'a str, subject: &'a str }
+    ///
+    /// producer.perform_json(&Email { to: "a@example.com", subject: "Welcome" }).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ProduceError::Encode`] when the value cannot be encoded, else as
+    /// [`perform`](Self::perform).
+    pub async fn perform_json<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<String, ProduceError> {
+        self.perform(Job::json(value)?).await
+    }
+
     /// Pushes many jobs in one round trip, in order. Returns one outcome per job (its ID,
     /// or [`ProduceError::AlreadyExists`]); the outer error is a backend failure for the
     /// whole batch.

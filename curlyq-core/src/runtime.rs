@@ -124,40 +124,82 @@ pub(crate) fn default_runtime() -> Option<std::sync::Arc<dyn Runtime>> {
     }
 }
 
-/// Resolves when the process receives ctrl-c (SIGINT); never resolves if no handler can be
-/// installed. Uses tokio's signal handling inside a tokio runtime, else `async-signal`.
+/// Completes when the process receives SIGINT (ctrl-c) or SIGTERM (what Docker,
+/// Kubernetes and systemd send to stop a process); never completes if no handler can be
+/// installed. Pass it as the `shutdown` of any `Consumer::run_*` method. (Elsewhere than
+/// Unix: ctrl-c only.)
+///
+/// Inside a tokio runtime it listens with tokio's signal handling (feature `tokio`), else
+/// with `async-signal` on the async-io reactor (features `async-std`, `smol`). The
+/// handlers are installed when the future is first polled.
+///
+/// ```no_run
+/// # async fn demo(consumer: curlyq_core::Consumer) -> Result<(), curlyq_core::ConsumeError> {
+/// use curlyq_core::{BoxError, Job};
+///
+/// consumer
+///     .run(|_job: Job| async { Ok::<(), BoxError>(()) }, curlyq_core::runtime::shutdown_signal())
+///     .await
+/// # }
+/// ```
 #[cfg(any(feature = "tokio", feature = "async-io"))]
-pub(crate) async fn ctrl_c() {
+pub async fn shutdown_signal() {
     #[cfg(all(feature = "tokio", feature = "async-io"))]
     {
         if in_tokio() {
-            tokio_ctrl_c().await
+            tokio_signal().await
         } else {
-            async_io_ctrl_c().await
+            async_io_signal().await
         }
     }
     #[cfg(all(feature = "tokio", not(feature = "async-io")))]
     {
-        tokio_ctrl_c().await
+        tokio_signal().await
     }
     #[cfg(all(not(feature = "tokio"), feature = "async-io"))]
     {
-        async_io_ctrl_c().await
+        async_io_signal().await
     }
 }
 
 #[cfg(feature = "tokio")]
-async fn tokio_ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+async fn tokio_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    if term.recv().await.is_none() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let (ctrl_c, term) = (std::pin::pin!(ctrl_c), std::pin::pin!(term));
+        futures::future::select(ctrl_c, term).await;
     }
+    #[cfg(not(unix))]
+    ctrl_c.await;
 }
 
-/// SIGINT through `async-signal` (signal-hook's registry, woken by the async-io reactor).
+/// SIGINT and SIGTERM through `async-signal` (signal-hook's registry, woken by the
+/// async-io reactor).
 #[cfg(feature = "async-io")]
-async fn async_io_ctrl_c() {
+async fn async_io_signal() {
+    use async_signal::{Signal, Signals};
     use futures::StreamExt;
-    match async_signal::Signals::new([async_signal::Signal::Int]) {
+    #[cfg(unix)]
+    let signals = Signals::new([Signal::Int, Signal::Term]);
+    #[cfg(not(unix))]
+    let signals = Signals::new([Signal::Int]);
+    match signals {
         Ok(mut signals) => {
             if signals.next().await.is_none() {
                 std::future::pending::<()>().await;

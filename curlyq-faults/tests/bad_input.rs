@@ -369,6 +369,7 @@ async fn run_op(
         5 => ("ack", b.ack(q, c, &zz).await.map(drop)),
         6 => {
             let r = RetryJob {
+                error: None,
                 id: "zz".into(),
                 at: 1e10,
                 data: vec![1],

@@ -336,6 +336,7 @@ async fn retry_owned_and_not_owned() {
     taken_by(&e, &c, &[("a", "A")]).await;
     let at = 1_700_000_123.456_f64;
     let job_a = RetryJob {
+        error: None,
         id: "a".into(),
         data: b"A2".to_vec(),
         at,

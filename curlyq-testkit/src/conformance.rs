@@ -1130,6 +1130,7 @@ impl Harness {
                     .map(|(p, offset)| {
                         let id = self.resolve(model, *consumer, *p);
                         RetryJob {
+                            error: None,
                             data: bumped(model, &id),
                             id,
                             at: now + offset,

@@ -6,14 +6,13 @@ pub mod conformance;
 pub mod contract;
 mod faulty;
 mod manual;
-mod memory;
 mod redis_server;
 pub mod robustness;
 pub mod sim;
 
+pub use curlyq_core::memory::{orphan_kill_reason, MemoryBackend};
 pub use faulty::{FailWhen, Faulty, InjectedFailure, Operation};
 pub use manual::{ManualRuntime, SETTLE_YIELDS};
-pub use memory::{orphan_kill_reason, MemoryBackend};
 pub use redis_server::{RedisServer, Resp};
 
 /// The plain-data picture of a queue (defined in `curlyq-core`).

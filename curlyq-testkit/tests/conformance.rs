@@ -139,6 +139,7 @@ impl QueueBackend for Broken {
         let stale: Vec<RetryJob> = jobs
             .iter()
             .map(|job| RetryJob {
+                error: None,
                 data: before
                     .data
                     .get(&job.id)

@@ -370,6 +370,7 @@ async fn ack_retry_kill_clear_the_orphan_count() {
         &q,
         &x,
         &[RetryJob {
+            error: None,
             id: "r".into(),
             data: b"r2".to_vec(),
             at: 50.0,
@@ -399,6 +400,7 @@ async fn retry_only_owned() {
     let owner = holding(&b, &q, "owner", 1.0, &["a", "b"]).await;
     let other = joined(&b, &q, "other", 1.0).await;
     let retry = |id: &str, at: f64| RetryJob {
+        error: None,
         id: id.into(),
         data: format!("{id}-2").into_bytes(),
         at,

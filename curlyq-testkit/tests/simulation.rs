@@ -1,6 +1,6 @@
 //! A property test of the consumer core on the deterministic simulator: random schedules
-//! of two or three consumers sharing one queue (pushes, scheduled jobs, handler errors
-//! and panics, crashes, failed calls and lost replies, pauses past the orphan timeout,
+//! of two or three consumers sharing one queue (pushes, scheduled jobs, handler errors,
+//! panics, permanent failures and chosen retry delays, crashes, failed calls and lost replies, pauses past the orphan timeout,
 //! shutdowns with and without a grace period), with the queue's invariants checked after
 //! every step that touches a job, and the outcome of every job checked at the end.
 //!
@@ -19,38 +19,71 @@ use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 /// Runs a job may fail before it is killed: attempts 0..=MAX_ATTEMPTS may run.
 const MAX_ATTEMPTS: u32 = 2;
 
-/// What one job does: fail (or panic) while its attempt is below `fail_first`, then
-/// succeed; each run takes `millis`.
+/// How a planned job fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Failure {
+    /// An error: retried with the consumer's backoff.
+    Error,
+    /// A panic: the same.
+    Panic,
+    /// A permanent failure: killed at its first failed run.
+    Permanent,
+    /// An error asking for a retry after this many seconds.
+    RetryAfter(u64),
+}
+
+/// What one job does: fail (as `failure` says) while its attempt is below `fail_first`,
+/// then succeed; each run takes `millis`.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     fail_first: u32,
     millis: u32,
-    panics: bool,
+    failure: Failure,
 }
 
 impl Plan {
     fn payload(&self) -> String {
-        format!("{}:{}:{}", self.fail_first, self.millis, self.panics)
+        let failure = match self.failure {
+            Failure::Error => "error".to_string(),
+            Failure::Panic => "panic".to_string(),
+            Failure::Permanent => "permanent".to_string(),
+            Failure::RetryAfter(secs) => format!("after{secs}"),
+        };
+        format!("{}:{}:{failure}", self.fail_first, self.millis)
     }
 
     fn parse(data: &[u8]) -> Option<Plan> {
         let text = std::str::from_utf8(data).ok()?;
         let mut parts = text.split(':');
+        let fail_first = parts.next()?.parse().ok()?;
+        let millis = parts.next()?.parse().ok()?;
+        let failure = match parts.next()? {
+            "error" => Failure::Error,
+            "panic" => Failure::Panic,
+            "permanent" => Failure::Permanent,
+            other => Failure::RetryAfter(other.strip_prefix("after")?.parse().ok()?),
+        };
         Some(Plan {
-            fail_first: parts.next()?.parse().ok()?,
-            millis: parts.next()?.parse().ok()?,
-            panics: parts.next()?.parse().ok()?,
+            fail_first,
+            millis,
+            failure,
         })
     }
 
     /// Whether the job ends in the dead set.
     fn dies(&self) -> bool {
-        self.fail_first > MAX_ATTEMPTS
+        match self.failure {
+            Failure::Permanent => self.fail_first > 0,
+            _ => self.fail_first > MAX_ATTEMPTS,
+        }
     }
 
     /// How many runs it takes when nothing goes wrong.
     fn runs(&self) -> usize {
-        (self.fail_first.min(MAX_ATTEMPTS + 1) + u32::from(!self.dies())) as usize
+        match self.failure {
+            Failure::Permanent => 1,
+            _ => (self.fail_first.min(MAX_ATTEMPTS + 1) + u32::from(!self.dies())) as usize,
+        }
     }
 }
 
@@ -60,11 +93,15 @@ fn script(job: &Job) -> HandlerScript {
     };
     let after = Duration::from_millis(u64::from(plan.millis));
     if job.attempt >= plan.fail_first {
-        HandlerScript::succeed_after(after)
-    } else if plan.panics {
-        HandlerScript::panic_after(after, "planned panic")
-    } else {
-        HandlerScript::fail_after(after, "planned failure")
+        return HandlerScript::succeed_after(after);
+    }
+    match plan.failure {
+        Failure::Error => HandlerScript::fail_after(after, "planned failure"),
+        Failure::Panic => HandlerScript::panic_after(after, "planned panic"),
+        Failure::Permanent => HandlerScript::fail_permanently_after(after, "planned permanent"),
+        Failure::RetryAfter(secs) => {
+            HandlerScript::retry_after(after, Duration::from_secs(secs), "planned retry-after")
+        }
     }
 }
 
@@ -89,10 +126,16 @@ struct Case {
 }
 
 fn plan() -> impl Strategy<Value = Plan> {
-    (0..=3u32, 0..=20_000u32, any::<bool>()).prop_map(|(fail_first, millis, panics)| Plan {
+    let failure = prop_oneof![
+        3 => Just(Failure::Error),
+        2 => Just(Failure::Panic),
+        1 => Just(Failure::Permanent),
+        1 => (0..=30u64).prop_map(Failure::RetryAfter),
+    ];
+    (0..=3u32, 0..=20_000u32, failure).prop_map(|(fail_first, millis, failure)| Plan {
         fail_first,
         millis,
-        panics,
+        failure,
     })
 }
 
@@ -201,7 +244,13 @@ impl Ledger {
                     *seen = job.attempt;
                     if dead.contains(id.as_str()) {
                         prop_assert!(plan.dies(), "job {} died unplanned ({:?})", id, plan);
-                        prop_assert_eq!(job.attempt, MAX_ATTEMPTS + 1, "job {} killed early", id);
+                        // A permanent failure dies at its first failed run (counted).
+                        let expect = if plan.failure == Failure::Permanent {
+                            1
+                        } else {
+                            MAX_ATTEMPTS + 1
+                        };
+                        prop_assert_eq!(job.attempt, expect, "job {} killed early or late", id);
                     }
                 }
                 None => {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use curlyq::backend::QueueBackend;
-use curlyq::runtime::Runtime;
 use curlyq::{Consumer, Job, Producer};
 
 const JOBS: usize = 5;
@@ -30,14 +29,6 @@ fn main() -> Result<(), Error> {
     return async_std::task::block_on(quickstart());
 }
 
-/// The runtime the features choose, for the in-memory backend's timers.
-fn runtime() -> Arc<dyn Runtime> {
-    #[cfg(feature = "tokio")]
-    return Arc::new(curlyq::runtime::TokioRuntime);
-    #[cfg(not(feature = "tokio"))]
-    return Arc::new(curlyq::runtime::AsyncIoRuntime);
-}
-
 async fn quickstart() -> Result<(), Error> {
     // Show curlyq's own logs with RUST_LOG=curlyq_core=debug.
     tracing_subscriber::fmt()
@@ -51,7 +42,7 @@ async fn quickstart() -> Result<(), Error> {
         }
         Err(_) => {
             println!("using the in-memory backend (set REDIS_URL to use Redis)");
-            Arc::new(curlyq_testkit::MemoryBackend::with_runtime(runtime()))
+            curlyq::connect("memory://quickstart").await?
         }
     };
     let queue = format!("quickstart-{}", std::process::id());

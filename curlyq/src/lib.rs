@@ -26,7 +26,7 @@
 //!
 //!     let consumer = Consumer::builder("emails").concurrency(10).build(backend)?;
 //!     consumer
-//!         .run_until_ctrl_c(|job: Job| async move {
+//!         .run_until_signal(|job: Job| async move {
 //!             println!("{}", String::from_utf8_lossy(&job.data));
 //!             Ok::<(), std::io::Error>(())
 //!         })
@@ -58,10 +58,16 @@ use std::sync::Arc;
 struct ReadmeDoctests;
 
 pub use curlyq_core::{
-    backoff, backoff_bounds, backoff_with_jitter, BackendError, BoxError, ConfigError,
-    ConsumeError, Consumer, ConsumerBuilder, ConsumerOptions, ConsumerStats, DecodeError, Job,
-    LoopName, ProduceError, Producer, DEFAULT_MAX_PAYLOAD,
+    backoff, backoff_bounds, backoff_with_jitter, BackendError, BoxError, CancelReason, Codec,
+    CodecError, ConfigError, ConsumeError, Consumer, ConsumerBuilder, ConsumerOptions,
+    ConsumerStats, DecodeError, Job, JobContext, Json, LoopName, MemoryBackend, Permanent,
+    ProduceError, Producer, RetryAfter, DEFAULT_MAX_PAYLOAD,
 };
+
+#[cfg(feature = "msgpack")]
+pub use curlyq_core::MessagePack;
+
+pub use curlyq_core::runtime::shutdown_signal;
 
 #[cfg(feature = "redis-rs")]
 pub use curlyq_redis_rs::{redis, RedisBackend, RedisConfig, RedisTransport};
@@ -97,12 +103,16 @@ pub mod runtime {
     pub use curlyq_core::runtime::*;
 }
 
-/// Connects to the Redis at `url` with the backend chosen by features: redis-rs when the
-/// `redis-rs` feature is on (also when `fred` is on too), else fred. Use
-/// [`connect_redis_rs`] or [`connect_fred`] to choose explicitly.
+/// Connects to the queue store at `url`: a Redis with the backend chosen by features
+/// (redis-rs when the `redis-rs` feature is on, also when `fred` is on too, else fred;
+/// use [`connect_redis_rs`] or [`connect_fred`] to choose), or the in-memory backend.
 ///
-/// `url` is `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS (feature
-/// `tls`). Fails with [`BackendError::Unavailable`] when Redis cannot be reached.
+/// `url` is `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (feature
+/// `tls`), or `memory://[name]` for a [`MemoryBackend`]: every `connect` of the same
+/// name in one process shares one store, so a producer and a consumer meet. The memory
+/// backend is for development and tests without a Redis: single-process, and not
+/// durable (its jobs are lost when the process ends). Fails with
+/// [`BackendError::Unavailable`] when Redis cannot be reached.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -111,16 +121,30 @@ pub mod runtime {
 /// let consumer = curlyq::Consumer::builder("emails").build(backend)?;
 /// # Ok(()) }
 /// ```
-#[cfg(any(feature = "redis-rs", feature = "fred"))]
 pub async fn connect(url: &str) -> Result<Arc<dyn QueueBackend>, BackendError> {
+    if let Some(name) = memory_name(url) {
+        return Ok(Arc::new(MemoryBackend::named(name)));
+    }
     #[cfg(feature = "redis-rs")]
     {
         connect_redis_rs(url).await
     }
-    #[cfg(not(feature = "redis-rs"))]
+    #[cfg(all(not(feature = "redis-rs"), feature = "fred"))]
     {
         connect_fred(url).await
     }
+    #[cfg(not(any(feature = "redis-rs", feature = "fred")))]
+    {
+        Err(BackendError::Rejected(format!(
+            "{url:?} is not a memory:// URL and no Redis backend is enabled (features `redis-rs`, `fred`)"
+        )))
+    }
+}
+
+/// The store name of a `memory://` URL (case-insensitive scheme; the rest is the name).
+fn memory_name(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    scheme.eq_ignore_ascii_case("memory").then_some(rest)
 }
 
 /// Connects to the Redis at `url` with the redis-rs backend ([`RedisBackend`]).

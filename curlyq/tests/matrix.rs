@@ -25,6 +25,14 @@ use curlyq::{BoxError, ConsumeError, Consumer, ConsumerBuilder, Job, Producer};
 use curlyq_testkit::RedisServer;
 use futures::future::{select, Either};
 
+#[path = "matrix_cells/handlers.rs"]
+mod handlers;
+
+/// Unix seconds now.
+fn unix_now() -> f64 {
+    curlyq::runtime::unix_seconds(SystemTime::now())
+}
+
 /// Longest wait for anything in these tests.
 const LIMIT: Duration = Duration::from_secs(30);
 

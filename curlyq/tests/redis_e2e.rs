@@ -307,3 +307,72 @@ async fn bad_data_in_redis_goes_to_the_dead_set_and_good_jobs_run() {
         .unwrap()
         .unwrap();
 }
+
+/// A job as Go CurlyQ's producer stores it: `Data` is what Go's `json.Marshal` wrote for
+/// a struct, the job encoded as Go's msgpack v4 writes it (`Attempt` as a full int64),
+/// pushed the way Go's push script does (data field, active list, signal). A typed Rust
+/// handler gets the struct: Go's HTML escapes (`\u003c`, `\u0026`) and its `null` for a
+/// nil slice included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_handler_reads_a_go_producers_json_payload() {
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct Email {
+        to: String,
+        subject: String,
+        tags: Option<Vec<String>>,
+        retries: u32,
+    }
+
+    // json.Marshal(Email{To: "ada@example.com", Subject: "Hello <Ada> & co", Retries: 2})
+    // with `Tags []string` left nil.
+    let data: &[u8] =
+        br#"{"to":"ada@example.com","subject":"Hello \u003cAda\u003e \u0026 co","tags":null,"retries":2}"#;
+    let id = b"go-typed-1";
+    let mut stored = vec![0x83, 0xa2, b'I', b'D', 0xa0 | id.len() as u8];
+    stored.extend_from_slice(id);
+    stored.extend_from_slice(&[0xa4, b'D', b'a', b't', b'a', 0xc4, data.len() as u8]);
+    stored.extend_from_slice(data);
+    stored.extend_from_slice(b"\xa7Attempt\xd3\0\0\0\0\0\0\0\0");
+
+    let server = RedisServer::start().unwrap();
+    server
+        .command_bytes(&[b"HSET", b"goq:data", id, &stored])
+        .unwrap();
+    cmd(&server, &["RPUSH", "goq:active", "go-typed-1"]);
+    cmd(&server, &["LPUSH", "goq:signal", "1"]);
+
+    let backend = backend(&server).await;
+    let consumer = Consumer::builder("goq").build(backend).unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn({
+        let consumer = consumer.clone();
+        async move {
+            consumer
+                .run_typed(
+                    move |email: Email, ctx: curlyq::JobContext| {
+                        let _ = seen_tx.send((ctx.job_id().to_string(), ctx.attempt(), email));
+                        async { Ok::<(), curlyq::BoxError>(()) }
+                    },
+                    async move {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+        }
+    });
+    let (job_id, attempt, email) = timeout(LIMIT, seen.recv()).await.unwrap().unwrap();
+    assert_eq!((job_id.as_str(), attempt), ("go-typed-1", 0));
+    assert_eq!(
+        email,
+        Email {
+            to: "ada@example.com".into(),
+            subject: "Hello <Ada> & co".into(),
+            tags: None,
+            retries: 2,
+        }
+    );
+    let _ = stop.send(());
+    timeout(LIMIT, run).await.unwrap().unwrap().unwrap();
+    assert_eq!(cmd(&server, &["HLEN", "goq:data"]), ":0\r\n", "acked");
+}

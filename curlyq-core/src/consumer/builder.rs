@@ -90,6 +90,16 @@ impl ConsumerBuilder {
         dead_max_jobs: usize;
         /// See [`ConsumerOptions::dead_max_age`].
         dead_max_age: Duration;
+        /// See [`ConsumerOptions::cancel_grace_period`].
+        cancel_grace_period: Duration;
+    }
+
+    /// Times every run out after `timeout` (see [`ConsumerOptions::job_timeout`]); a
+    /// handler can change its own run's bound with
+    /// [`JobContext::set_timeout`](crate::JobContext::set_timeout).
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.options.job_timeout = Some(timeout);
+        self
     }
 
     /// Same as [`processor_concurrency`](Self::processor_concurrency).

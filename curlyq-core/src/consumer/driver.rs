@@ -16,8 +16,10 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tracing::{info_span, Instrument};
 
-use crate::backend::{QueueBackend, QueueName, Waiter};
+use crate::backend::{ConsumerId, QueueBackend, QueueName, Waiter};
+use crate::context::{CancelHandle, ContextParts, HandlerRequest, JobContext};
 use crate::error::{BackendError, ConsumeError};
+use crate::failure::{classify, Asked};
 use crate::job::Job;
 use crate::runtime::{BoxFuture, Runtime};
 
@@ -40,9 +42,12 @@ pub(super) struct Driver {
     /// The dedicated waiter, while no wait uses it.
     waiter: Option<Box<dyn Waiter>>,
     wait: Option<(CallId, WaitFuture)>,
-    handlers: HashMap<RunId, AbortHandle>,
+    handlers: HashMap<RunId, (AbortHandle, CancelHandle)>,
     done_tx: mpsc::UnboundedSender<(RunId, HandlerResult)>,
     done_rx: mpsc::UnboundedReceiver<(RunId, HandlerResult)>,
+    /// Requests from running handlers (through their [`JobContext`]).
+    requests_tx: mpsc::UnboundedSender<(RunId, HandlerRequest)>,
+    requests_rx: mpsc::UnboundedReceiver<(RunId, HandlerRequest)>,
     /// The core's next timer and the sleep for it.
     timer: Option<(SystemTime, BoxFuture<()>)>,
 }
@@ -56,6 +61,7 @@ impl Driver {
         handler: DynHandler,
     ) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded();
+        let (requests_tx, requests_rx) = mpsc::unbounded();
         Driver {
             core,
             backend,
@@ -68,6 +74,8 @@ impl Driver {
             handlers: HashMap::new(),
             done_tx,
             done_rx,
+            requests_tx,
+            requests_rx,
             timer: None,
         }
     }
@@ -86,7 +94,7 @@ impl Driver {
             while let Some(command) = self.core.poll_command() {
                 if let Some(result) = self.carry_out(command) {
                     published.set_stats(&base, &self.core.stats());
-                    for (_, handle) in self.handlers.drain() {
+                    for (_, (handle, _)) in self.handlers.drain() {
                         handle.abort();
                     }
                     return result;
@@ -101,6 +109,10 @@ impl Driver {
             let (now, input) = std::future::poll_fn(|cx| {
                 if let Poll::Ready(Some((run, result))) = self.done_rx.poll_next_unpin(cx) {
                     return Poll::Ready((None, Input::HandlerFinished { run, result }));
+                }
+                if let Poll::Ready(Some((run, request))) = self.requests_rx.poll_next_unpin(cx) {
+                    let HandlerRequest::SetTimeout(timeout) = request;
+                    return Poll::Ready((None, Input::SetTimeout { run, timeout }));
                 }
                 if let Poll::Ready(Some((call, result))) = self.calls.poll_next_unpin(cx) {
                     return Poll::Ready((None, Input::Reply { call, result }));
@@ -128,6 +140,10 @@ impl Driver {
                 Poll::Pending
             })
             .await;
+            // A finished run's handle goes (kept, one per job, they would pile up).
+            if let Input::HandlerFinished { run, .. } = &input {
+                self.handlers.remove(run);
+            }
             // A timer that fired counts as its deadline at least, so that the core sees
             // it due even on a clock a little behind the runtime's timers.
             let clock = self.runtime.now();
@@ -136,6 +152,7 @@ impl Driver {
             // Handlers that ended meanwhile go in the same round (their outcomes then
             // share one flush).
             while let Ok((run, result)) = self.done_rx.try_recv() {
+                self.handlers.remove(&run);
                 self.core
                     .handle(now, Input::HandlerFinished { run, result });
             }
@@ -151,9 +168,20 @@ impl Driver {
                 self.wait = None;
             }
             Command::CancelWait { .. } => {}
-            Command::StartHandler { run, job } => self.start_handler(run, job),
+            Command::StartHandler {
+                run,
+                job,
+                consumer,
+                started,
+                timeout,
+            } => self.start_handler(run, job, consumer, started, timeout),
+            Command::SignalCancel { run, reason } => {
+                if let Some((_, cancel)) = self.handlers.get_mut(&run) {
+                    cancel.fire(reason);
+                }
+            }
             Command::CancelHandler { run } => {
-                if let Some(handle) = self.handlers.remove(&run) {
+                if let Some((handle, _)) = self.handlers.remove(&run) {
                     handle.abort();
                 }
             }
@@ -185,18 +213,35 @@ impl Driver {
         }));
     }
 
-    fn start_handler(&mut self, run: RunId, job: Job) {
+    fn start_handler(
+        &mut self,
+        run: RunId,
+        job: Job,
+        consumer: ConsumerId,
+        started: SystemTime,
+        timeout: Option<Duration>,
+    ) {
         let span = info_span!("job", queue = %self.queue, job_id = %job.id, attempt = job.attempt);
         let (handle, registration) = AbortHandle::new_pair();
+        let (ctx, cancel) = JobContext::new(ContextParts {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            queue: self.queue.clone(),
+            consumer,
+            started,
+            timeout,
+            run,
+            requests: Some(self.requests_tx.clone()),
+        });
         let handler = self.handler.clone();
         let done = self.done_tx.clone();
         let task = async move {
-            let result = run_handler(&handler, job).await;
+            let result = run_handler(&handler, job, ctx).await;
             // The receiver lives as long as the driver; after it, nobody needs this.
             let _ = done.unbounded_send((run, result));
         }
         .instrument(span);
-        self.handlers.insert(run, handle);
+        self.handlers.insert(run, (handle, cancel));
         self.runtime
             .spawn(Box::pin(Abortable::new(task, registration).map(|_| ())));
     }
@@ -238,14 +283,21 @@ async fn wait_on(
 }
 
 /// Runs the handler, turning an error or a panic into its message.
-async fn run_handler(handler: &DynHandler, job: Job) -> HandlerResult {
-    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(job))) {
+async fn run_handler(handler: &DynHandler, job: Job, ctx: JobContext) -> HandlerResult {
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(job, ctx))) {
         Ok(fut) => fut,
         Err(panic) => return HandlerResult::Panicked(panic_message(&*panic)),
     };
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(Ok(())) => HandlerResult::Succeeded,
-        Ok(Err(e)) => HandlerResult::Failed(e.to_string()),
+        Ok(Err(e)) => match classify(&*e) {
+            Asked::Backoff => HandlerResult::Failed(e.to_string()),
+            Asked::Permanent => HandlerResult::Permanent(e.to_string()),
+            Asked::RetryAfter(delay) => HandlerResult::RetryAfter {
+                error: e.to_string(),
+                delay,
+            },
+        },
         Err(panic) => HandlerResult::Panicked(panic_message(&*panic)),
     }
 }

@@ -1,15 +1,18 @@
 //! The processor's job side: the buffer of taken jobs, the handler slots (a slot stays
 //! taken from a job's start until its outcome is recorded), starting handlers with
-//! bounded concurrency, turning each run's end into an outcome, and confirming the
-//! registration before a job starts after a long silence.
+//! bounded concurrency, timing runs out, turning each run's end into an outcome, and
+//! confirming the registration before a job starts after a long silence.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tracing::{debug, warn};
 
 use crate::backend::{ConsumerId, KillJob, Registration, RetryJob, TakenJob};
+use crate::context::CancelReason;
 use crate::error::BackendError;
+use crate::failure::Asked;
 use crate::job::Job;
 
 use super::calls::{Purpose, Requester};
@@ -36,6 +39,14 @@ pub(super) struct Slot {
     data: Option<Vec<u8>>,
     /// The handler runs (else the slot waits for its outcome to be recorded).
     pub(super) running: bool,
+    /// When the handler started.
+    started: SystemTime,
+    /// The run's timeout, counted from `started`.
+    timeout: Option<Duration>,
+    /// The run's timer in [`Jobs::timers`]: its timeout, or the end of its cancel grace.
+    timer: Option<SystemTime>,
+    /// The run's cancellation signal fired, and why.
+    pub(super) signalled: Option<CancelReason>,
 }
 
 /// The registration check before a job starts after a long silence.
@@ -54,6 +65,8 @@ pub(super) struct Jobs {
     pub(super) buffer: VecDeque<Delivery>,
     pub(super) slots: HashMap<RunId, Slot>,
     pub(super) confirm: Confirm,
+    /// The runs' timers by time (only runs with a timeout or a cancel grace running).
+    timers: BTreeSet<(SystemTime, RunId)>,
 }
 
 impl Jobs {
@@ -68,6 +81,46 @@ impl Jobs {
     pub(super) fn running(&self) -> usize {
         self.slots.values().filter(|s| s.running).count()
     }
+
+    /// The earliest run timer.
+    pub(super) fn next_timer(&self) -> Option<SystemTime> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Clears the timer of `run`.
+    pub(super) fn clear_timer(&mut self, run: RunId) {
+        self.set_timer(run, None);
+    }
+
+    /// Sets (or with `None` clears) the timer of `run`.
+    fn set_timer(&mut self, run: RunId, at: Option<SystemTime>) {
+        let Some(slot) = self.slots.get_mut(&run) else {
+            return;
+        };
+        if let Some(old) = slot.timer.take() {
+            self.timers.remove(&(old, run));
+        }
+        if let Some(at) = at {
+            slot.timer = Some(at);
+            self.timers.insert((at, run));
+        }
+    }
+}
+
+/// The longest last-error message kept for a retried job (in bytes; longer ones are cut
+/// at a character boundary).
+pub(crate) const MAX_ERROR_LEN: usize = 1024;
+
+/// `message` cut to at most [`MAX_ERROR_LEN`] bytes.
+pub(crate) fn bounded_error(message: &str) -> String {
+    if message.len() <= MAX_ERROR_LEN {
+        return message.to_string();
+    }
+    let mut end = MAX_ERROR_LEN - 3;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
 }
 
 const MISSING_DATA: &str =
@@ -151,11 +204,16 @@ impl ConsumerCore {
         let run = RunId(self.next_run);
         self.next_run += 1;
         let decoded = data.as_deref().map(Job::decode);
+        let timeout = self.opts.job_timeout;
         let mut slot = Slot {
             consumer: consumer.clone(),
             id: id.clone(),
             data: None,
             running: false,
+            started: self.now,
+            timeout,
+            timer: None,
+            signalled: None,
         };
         let reason = match decoded {
             None => MISSING_DATA.to_string(),
@@ -169,7 +227,16 @@ impl ConsumerCore {
                 slot.data = data;
                 slot.running = true;
                 self.jobs.slots.insert(run, slot);
-                self.command(Command::StartHandler { run, job });
+                let started = self.now;
+                self.jobs
+                    .set_timer(run, timeout.and_then(|t| started.checked_add(t)));
+                self.command(Command::StartHandler {
+                    run,
+                    job,
+                    consumer,
+                    started,
+                    timeout,
+                });
                 return;
             }
         };
@@ -185,22 +252,105 @@ impl ConsumerCore {
 
     pub(super) fn on_handler_finished(&mut self, run: RunId, result: HandlerResult) {
         let Some(slot) = self.jobs.slots.get_mut(&run).filter(|s| s.running) else {
-            // Cancelled at the end of the grace period: its job was given back.
+            // Dropped after its cancel grace: its outcome is settled already.
             return;
         };
         slot.running = false;
         let (id, consumer, data) = (slot.id.clone(), slot.consumer.clone(), slot.data.take());
-        let reason = match result {
+        let (signalled, timeout) = (slot.signalled, slot.timeout);
+        self.jobs.set_timer(run, None);
+        let (reason, asked) = match result {
             HandlerResult::Succeeded => return self.submit(run, consumer, Outcome::Ack(id)),
-            HandlerResult::Failed(e) => format!("handler error: {e}"),
-            HandlerResult::Panicked(p) => format!("handler panicked: {p}"),
+            HandlerResult::Failed(e) => (format!("handler error: {e}"), Asked::Backoff),
+            HandlerResult::Panicked(p) => (format!("handler panicked: {p}"), Asked::Backoff),
+            HandlerResult::Permanent(e) => (format!("permanent failure: {e}"), Asked::Permanent),
+            HandlerResult::RetryAfter { error, delay } => {
+                (format!("handler error: {error}"), Asked::RetryAfter(delay))
+            }
         };
-        let outcome = self.after_failure(id, data, reason);
+        let reason = match signalled {
+            // Stopped on the shutdown signal: the job goes back unharmed.
+            Some(CancelReason::Shutdown) => return self.give_back_stopped(run),
+            Some(CancelReason::TimedOut) => format!("{}, then {reason}", timed_out(timeout)),
+            None => reason,
+        };
+        let outcome = self.after_failure(id, data, reason, asked);
+        self.submit(run, consumer, outcome);
+    }
+
+    /// Changes the timeout of a running `run` (counted from its start).
+    pub(super) fn on_set_timeout(&mut self, run: RunId, timeout: Option<Duration>) {
+        let Some(slot) = self
+            .jobs
+            .slots
+            .get_mut(&run)
+            .filter(|s| s.running && s.signalled.is_none())
+        else {
+            return;
+        };
+        slot.timeout = timeout;
+        let at = timeout.and_then(|t| slot.started.checked_add(t));
+        self.jobs.set_timer(run, at);
+    }
+
+    /// Fires the due run timers: a timeout signals the handler (and starts its cancel
+    /// grace); the end of a cancel grace drops it and fails the run.
+    pub(super) fn expire_runs(&mut self) {
+        while let Some(&(at, run)) = self.jobs.timers.first() {
+            if at > self.now {
+                return;
+            }
+            self.jobs.timers.remove(&(at, run));
+            let Some(slot) = self.jobs.slots.get_mut(&run).filter(|s| s.running) else {
+                continue;
+            };
+            slot.timer = None;
+            match slot.signalled {
+                None => {
+                    slot.signalled = Some(CancelReason::TimedOut);
+                    warn!(queue = %self.queue, job_id = %slot.id, timeout = ?slot.timeout,
+                        "curlyq job timed out; cancelling its handler");
+                    self.command(Command::SignalCancel {
+                        run,
+                        reason: CancelReason::TimedOut,
+                    });
+                    let grace = self.opts.cancel_grace_period;
+                    if grace.is_zero() {
+                        self.drop_timed_out(run);
+                    } else {
+                        let at = self.now.checked_add(grace);
+                        self.jobs.set_timer(run, at);
+                    }
+                }
+                Some(CancelReason::TimedOut) => self.drop_timed_out(run),
+                // Shutdown drops its runs itself.
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Drops a timed-out run that did not return within its cancel grace: a failure.
+    fn drop_timed_out(&mut self, run: RunId) {
+        let Some(slot) = self.jobs.slots.get_mut(&run).filter(|s| s.running) else {
+            return;
+        };
+        slot.running = false;
+        let (id, consumer, data) = (slot.id.clone(), slot.consumer.clone(), slot.data.take());
+        let reason = timed_out(slot.timeout);
+        self.jobs.set_timer(run, None);
+        self.command(Command::CancelHandler { run });
+        let outcome = self.after_failure(id, data, reason, Asked::Backoff);
         self.submit(run, consumer, outcome);
     }
 
     /// Retry (with the attempt counted) or kill a job whose run failed.
-    fn after_failure(&mut self, id: String, data: Option<Vec<u8>>, reason: String) -> Outcome {
+    fn after_failure(
+        &mut self,
+        id: String,
+        data: Option<Vec<u8>>,
+        reason: String,
+        asked: Asked,
+    ) -> Outcome {
         let Some(Ok(mut next)) = data.as_deref().map(Job::decode) else {
             // Decoded once already, so this cannot happen; kill rather than panic.
             return Outcome::Kill(KillJob {
@@ -215,7 +365,14 @@ impl ConsumerCore {
         let o = &self.opts;
         let (max_attempts, max_backoff) = (o.job_max_attempts, o.job_max_backoff);
         let jitter = self.rng.random::<f64>();
-        match after_failure(attempt, max_attempts, max_backoff, jitter) {
+        let decision = match asked {
+            Asked::Permanent => AfterFailure::Kill,
+            Asked::Backoff => after_failure(attempt, max_attempts, max_backoff, jitter, None),
+            Asked::RetryAfter(delay) => {
+                after_failure(attempt, max_attempts, max_backoff, jitter, Some(delay))
+            }
+        };
+        match decision {
             AfterFailure::Retry(delay) => {
                 debug!(queue = %self.queue, job_id = %next.id, attempt, error = %reason,
                     retry_in = ?delay, "curlyq job failed; retrying");
@@ -223,6 +380,7 @@ impl ConsumerCore {
                     data: next.encode(),
                     at: self.unix_now() + delay.as_secs_f64(),
                     id: next.id,
+                    error: Some(bounded_error(&reason)),
                 })
             }
             AfterFailure::Kill => {
@@ -242,5 +400,13 @@ impl ConsumerCore {
         if let Some(slot) = self.jobs.slots.remove(&run) {
             self.ids.release(&slot.consumer, 1);
         }
+    }
+}
+
+/// The failure reason of a run that timed out.
+fn timed_out(timeout: Option<Duration>) -> String {
+    match timeout {
+        Some(t) => format!("timed out after {t:?}"),
+        None => "timed out".to_string(),
     }
 }

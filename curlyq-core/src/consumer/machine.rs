@@ -174,6 +174,7 @@ impl ConsumerCore {
             }
             Input::HandlerFinished { run, result } => self.on_handler_finished(run, result),
             Input::Shutdown => self.begin_shutdown(),
+            Input::SetTimeout { run, timeout } => self.on_set_timeout(run, timeout),
         }
         self.drive();
     }
@@ -196,6 +197,7 @@ impl ConsumerCore {
             self.custodian.next_at,
             self.poller.next_at,
             self.outcomes.retry_at,
+            self.jobs.next_timer(),
             self.stopping.as_ref().and_then(Stopping::next_timer),
         ]
         .into_iter()
@@ -289,6 +291,7 @@ impl ConsumerCore {
         self.drive_heartbeat();
         self.drive_scheduler();
         self.drive_custodian();
+        self.expire_runs();
         self.drive_jobs();
         // Outcomes before takes: a job's ack is then not queued behind a take.
         self.drive_outcomes();

@@ -52,7 +52,10 @@ pub use protocol::{BackendCall, CallId, Command, HandlerResult, Input, Reply, Ru
 pub use stats::ConsumerStats;
 
 use crate::backend::{ConsumerId, QueueBackend, QueueName};
+use crate::codec::{Codec, Json};
+use crate::context::JobContext;
 use crate::error::{BoxError, ConsumeError};
+use crate::failure::Permanent;
 use crate::job::Job;
 use crate::options::ConsumerOptions;
 use crate::runtime::{BoxFuture, Runtime};
@@ -107,7 +110,7 @@ impl std::fmt::Debug for Consumer {
 }
 
 /// The handler, boxed once per run.
-type DynHandler = Arc<dyn Fn(Job) -> BoxFuture<Result<(), BoxError>> + Send + Sync>;
+type DynHandler = Arc<dyn Fn(Job, JobContext) -> BoxFuture<Result<(), BoxError>> + Send + Sync>;
 
 impl Consumer {
     /// A builder for a consumer of `queue`, with Go CurlyQ's defaults.
@@ -153,13 +156,19 @@ impl Consumer {
     /// returns.
     ///
     /// A handler that returns an error or panics is retried with exponential backoff
-    /// until the job's max attempts, then killed into the dead set.
+    /// until the job's max attempts, then killed into the dead set; a
+    /// [`Permanent`] error kills it at once and a
+    /// [`RetryAfter`](crate::RetryAfter) error chooses the delay. To see the job's
+    /// context (attempt, queue, cancellation), use
+    /// [`run_with_context`](Self::run_with_context); for payloads decoded with serde,
+    /// [`run_typed`](Self::run_typed).
     ///
     /// # Errors
     /// - [`ConsumeError::Startup`] if the first registration fails (Redis unreachable).
     /// - [`ConsumeError::LoopAborted`] if a loop reached its max attempts.
     /// - [`ConsumeError::ShutdownTimeout`] if handlers outlived the grace period (they
-    ///   were cancelled and their jobs given back without counting an attempt).
+    ///   were signalled, then dropped after the cancel grace, and their jobs given back
+    ///   without counting an attempt).
     pub async fn run<H, Fut, E>(
         &self,
         handler: H,
@@ -170,10 +179,126 @@ impl Consumer {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        let handler: DynHandler = Arc::new(move |job| {
-            let fut = handler(job);
+        self.run_with_context(move |job, _ctx| handler(job), shutdown)
+            .await
+    }
+
+    /// [`run`](Self::run) with a handler that is also given the run's [`JobContext`]:
+    /// the job's ID and attempt, the queue, the consumer ID, its timeout, and the signal
+    /// that fires when the timeout or the shutdown grace period runs out.
+    ///
+    /// ```
+    /// # async fn demo(consumer: curlyq_core::Consumer) -> Result<(), curlyq_core::ConsumeError> {
+    /// use curlyq_core::{BoxError, Job, JobContext};
+    ///
+    /// consumer
+    ///     .run_with_context(
+    ///         |job: Job, ctx: JobContext| async move {
+    ///             println!("{} attempt {}: {} bytes", ctx.job_id(), ctx.attempt(), job.data.len());
+    ///             Ok::<(), BoxError>(())
+    ///         },
+    ///         std::future::pending(),
+    ///     )
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_with_context<H, Fut, E>(
+        &self,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ConsumeError>
+    where
+        H: Fn(Job, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let handler: DynHandler = Arc::new(move |job, ctx| {
+            let fut = handler(job, ctx);
             Box::pin(async move { fut.await.map_err(Into::into) })
         });
+        self.run_dyn(handler, shutdown).await
+    }
+
+    /// [`run_with_context`](Self::run_with_context) with each payload decoded as JSON
+    /// into a `T` (see [`run_typed_with`](Self::run_typed_with) for another codec).
+    ///
+    /// A payload that does not decode is killed at once (never retried, never handed to
+    /// the handler), with a dead reason naming the type and serde's message; the other
+    /// jobs run. An enum with `#[serde(tag = "type")]` routes several job kinds through
+    /// one queue and one handler.
+    ///
+    /// ```
+    /// # async fn demo(consumer: curlyq_core::Consumer) -> Result<(), curlyq_core::ConsumeError> {
+    /// use curlyq_core::{BoxError, JobContext};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Email { to: String, subject: String }
+    ///
+    /// consumer
+    ///     .run_typed(
+    ///         |email: Email, ctx: JobContext| async move {
+    ///             println!("job {}: mail {} about {}", ctx.job_id(), email.to, email.subject);
+    ///             Ok::<(), BoxError>(())
+    ///         },
+    ///         std::future::pending(),
+    ///     )
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_typed<T, H, Fut, E>(
+        &self,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ConsumeError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        H: Fn(T, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.run_typed_with(Json, handler, shutdown).await
+    }
+
+    /// [`run_typed`](Self::run_typed) with payloads decoded by `codec` (such as
+    /// `MessagePack`, feature `msgpack`).
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_typed_with<C, T, H, Fut, E>(
+        &self,
+        codec: C,
+        handler: H,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ConsumeError>
+    where
+        C: Codec,
+        T: serde::de::DeserializeOwned + Send + 'static,
+        H: Fn(T, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let handler: DynHandler =
+            Arc::new(move |job: Job, ctx| match codec.decode::<T>(&job.data) {
+                Ok(value) => {
+                    let fut = handler(value, ctx);
+                    Box::pin(async move { fut.await.map_err(Into::into) })
+                }
+                Err(e) => Box::pin(std::future::ready(Err(Permanent::new(e).into()))),
+            });
+        self.run_dyn(handler, shutdown).await
+    }
+
+    async fn run_dyn(
+        &self,
+        handler: DynHandler,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ConsumeError> {
         let s = &self.shared;
         let core = ConsumerCore::from_checked(
             s.queue.clone(),
@@ -219,18 +344,43 @@ impl Consumer {
         self.shared.published.current()
     }
 
-    /// [`run`](Self::run) until the process receives ctrl-c (SIGINT).
+    /// [`run`](Self::run) until the process receives SIGINT (ctrl-c) or SIGTERM (what
+    /// container runtimes and systemd send to stop a process), then shuts down
+    /// gracefully. For the other `run_*` methods, pass
+    /// [`shutdown_signal()`](crate::runtime::shutdown_signal) as their `shutdown`.
     ///
     /// Inside a tokio runtime it listens with tokio (feature `tokio`); elsewhere with
     /// `async-signal` on the async-io reactor (features `async-std`, `smol`). If no
     /// handler can be installed, it runs until the consumer stops by itself.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
     #[cfg(any(feature = "tokio", feature = "async-io"))]
+    pub async fn run_until_signal<H, Fut, E>(&self, handler: H) -> Result<(), ConsumeError>
+    where
+        H: Fn(Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        self.run(handler, crate::runtime::shutdown_signal()).await
+    }
+
+    /// The old name of [`run_until_signal`](Self::run_until_signal), which stops on
+    /// SIGTERM as well as SIGINT.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    #[cfg(any(feature = "tokio", feature = "async-io"))]
+    #[deprecated(
+        since = "0.2.0",
+        note = "renamed `run_until_signal` (it stops on SIGTERM too)"
+    )]
     pub async fn run_until_ctrl_c<H, Fut, E>(&self, handler: H) -> Result<(), ConsumeError>
     where
         H: Fn(Job) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError> + 'static,
     {
-        self.run(handler, crate::runtime::ctrl_c()).await
+        self.run_until_signal(handler).await
     }
 }

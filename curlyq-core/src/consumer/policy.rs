@@ -23,18 +23,22 @@ pub(crate) enum AfterFailure {
 }
 
 /// A failed job at `attempt` (0 on its first run) is retried while `attempt` is below
-/// `max_attempts`, after Go CurlyQ's exponential backoff with `jitter` in `[0, 1)`.
+/// `max_attempts`: after `asked` when the handler chose a delay (capped at
+/// `max_backoff`), else after Go CurlyQ's exponential backoff with `jitter` in `[0, 1)`.
 pub(crate) fn after_failure(
     attempt: u32,
     max_attempts: u32,
     max_backoff: Duration,
     jitter: f64,
+    asked: Option<Duration>,
 ) -> AfterFailure {
-    if attempt < max_attempts {
-        AfterFailure::Retry(backoff_with_jitter(attempt, max_backoff, jitter))
-    } else {
-        AfterFailure::Kill
+    if attempt >= max_attempts {
+        return AfterFailure::Kill;
     }
+    AfterFailure::Retry(match asked {
+        Some(delay) => delay.min(max_backoff),
+        None => backoff_with_jitter(attempt, max_backoff, jitter),
+    })
 }
 
 /// How long the scheduler sleeps after a step that moved `report.moved` jobs at `now`
@@ -197,20 +201,38 @@ mod tests {
     fn a_failure_below_max_attempts_retries_after_the_exact_backoff() {
         // (1 + jitter) * 2^attempt / 2 seconds.
         assert_eq!(
-            after_failure(0, 20, WEEK, 0.0),
+            after_failure(0, 20, WEEK, 0.0, None),
             AfterFailure::Retry(Duration::from_millis(500))
         );
         assert_eq!(
-            after_failure(3, 20, WEEK, 0.25),
+            after_failure(3, 20, WEEK, 0.25, None),
             AfterFailure::Retry(Duration::from_secs(5))
         );
         assert_eq!(
-            after_failure(19, 20, Duration::from_secs(60), 0.0),
+            after_failure(19, 20, Duration::from_secs(60), 0.0, None),
             AfterFailure::Retry(Duration::from_secs(60)),
             "capped at the max backoff"
         );
-        assert_eq!(after_failure(20, 20, WEEK, 0.0), AfterFailure::Kill);
-        assert_eq!(after_failure(0, 0, WEEK, 0.0), AfterFailure::Kill);
+        assert_eq!(after_failure(20, 20, WEEK, 0.0, None), AfterFailure::Kill);
+        assert_eq!(after_failure(0, 0, WEEK, 0.0, None), AfterFailure::Kill);
+    }
+
+    #[test]
+    fn a_delay_the_handler_asked_for_is_used_capped_and_attempts_still_bound_it() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            after_failure(0, 20, WEEK, 0.9, Some(Duration::from_secs(42))),
+            AfterFailure::Retry(Duration::from_secs(42))
+        );
+        assert_eq!(
+            after_failure(2, 20, minute, 0.0, Some(Duration::from_secs(3600))),
+            AfterFailure::Retry(minute),
+            "capped at the max backoff"
+        );
+        assert_eq!(
+            after_failure(20, 20, WEEK, 0.0, Some(Duration::from_secs(1))),
+            AfterFailure::Kill
+        );
     }
 
     #[test]
@@ -218,7 +240,7 @@ mod tests {
         let delays = |seed| {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             (0..5)
-                .map(|a| after_failure(a, 20, WEEK, rng.random::<f64>()))
+                .map(|a| after_failure(a, 20, WEEK, rng.random::<f64>(), None))
                 .collect::<Vec<_>>()
         };
         assert_eq!(delays(7), delays(7));

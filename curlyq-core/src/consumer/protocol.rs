@@ -7,12 +7,13 @@
 //! [`BackendCall::execute`] and feeds the outcome back as [`Input::Reply`].
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::backend::{
     ConsumerId, DeadTrim, DueReport, KillJob, OrphanReport, OrphanSweep, QueueBackend, QueueName,
     Registration, RetryJob, TakenJob,
 };
+use crate::context::CancelReason;
 use crate::error::{BackendError, ConsumeError};
 use crate::job::Job;
 
@@ -203,6 +204,17 @@ pub enum HandlerResult {
     Failed(String),
     /// The handler panicked (the panic's message).
     Panicked(String),
+    /// The handler returned a [`Permanent`](crate::Permanent) error (its message): kill
+    /// the job now.
+    Permanent(String),
+    /// The handler returned a [`RetryAfter`](crate::RetryAfter) error: retry after
+    /// `delay` (capped at `job_max_backoff`).
+    RetryAfter {
+        /// The error's message.
+        error: String,
+        /// The delay asked for.
+        delay: Duration,
+    },
 }
 
 /// Something that happened, fed to [`ConsumerCore::handle`](super::ConsumerCore::handle).
@@ -229,6 +241,15 @@ pub enum Input {
     },
     /// Shut down gracefully (the application asked).
     Shutdown,
+    /// A running handler set its run's timeout
+    /// ([`JobContext::set_timeout`](crate::JobContext::set_timeout)), counted from its
+    /// start; `None` removes it.
+    SetTimeout {
+        /// The run.
+        run: RunId,
+        /// The new timeout.
+        timeout: Option<Duration>,
+    },
 }
 
 /// What the core asks its driver to do, from
@@ -255,9 +276,26 @@ pub enum Command {
         run: RunId,
         /// The job.
         job: Job,
+        /// The consumer ID it was taken under (for the handler's context).
+        consumer: ConsumerId,
+        /// When it starts, on the core's clock.
+        started: SystemTime,
+        /// Its timeout, counted from `started` (the core fires the cancellation itself;
+        /// this is for the handler's context).
+        timeout: Option<Duration>,
     },
-    /// Cancel the run (shutdown grace period over); its job was given back and no
-    /// [`Input::HandlerFinished`] is expected (one that comes anyway is ignored).
+    /// Fire the run's cancellation signal
+    /// ([`JobContext::cancelled`](crate::JobContext::cancelled)); the handler keeps
+    /// running until it returns or a [`Command::CancelHandler`] follows.
+    SignalCancel {
+        /// The run.
+        run: RunId,
+        /// Why.
+        reason: CancelReason,
+    },
+    /// Drop the run (its timeout, or the shutdown grace period, and then the cancel grace
+    /// period are over); its outcome is settled and no [`Input::HandlerFinished`] is
+    /// expected (one that comes anyway is ignored).
     CancelHandler {
         /// The run.
         run: RunId,

@@ -1,6 +1,7 @@
 //! Graceful shutdown, in stages: stop the loops and let their calls in flight end; give
-//! back the taken-but-unstarted jobs; let the running handlers finish (cancelling them,
-//! and giving their jobs back without counting an attempt, when the grace period ends);
+//! back the taken-but-unstarted jobs; let the running handlers finish (when the grace
+//! period ends, firing their cancellation signals, then after the cancel grace dropping
+//! those still running; the jobs of both go back without counting an attempt);
 //! stop the heartbeat once the last outcome is recorded; unregister; tend the retired
 //! IDs; return.
 
@@ -11,13 +12,14 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{ConsumerId, MAX_BATCH};
 use crate::backoff::backoff_with_jitter;
+use crate::context::CancelReason;
 use crate::error::{BackendError, ConsumeError};
 
 use super::calls::Purpose;
 use super::jobs::Confirm;
 use super::machine::ConsumerCore;
 use super::poller::PollerState;
-use super::protocol::{BackendCall, Command, Reply};
+use super::protocol::{BackendCall, Command, Reply, RunId};
 
 use rand::Rng;
 
@@ -52,7 +54,10 @@ pub(super) struct Stopping {
     stage: Stage,
     grace: Duration,
     grace_at: Option<SystemTime>,
-    /// Handlers cancelled when the grace period ended.
+    /// When the handlers signalled at the end of the grace period are dropped.
+    drop_at: Option<SystemTime>,
+    /// Handlers that outlived the grace period without succeeding (stopped on the signal,
+    /// or dropped).
     cancelled: Option<usize>,
     give_backs: usize,
     retries: Vec<Retry>,
@@ -61,7 +66,12 @@ pub(super) struct Stopping {
 impl Stopping {
     /// The earliest time shutdown needs waking.
     pub(super) fn next_timer(&self) -> Option<SystemTime> {
-        self.retries.iter().map(|r| r.at).chain(self.grace_at).min()
+        self.retries
+            .iter()
+            .map(|r| r.at)
+            .chain(self.grace_at)
+            .chain(self.drop_at)
+            .min()
     }
 }
 
@@ -81,6 +91,7 @@ impl ConsumerCore {
             } else {
                 self.after(grace)
             },
+            drop_at: None,
             cancelled: None,
             give_backs: 0,
             retries: Vec::new(),
@@ -130,6 +141,7 @@ impl ConsumerCore {
                     self.heartbeat.stop();
                     if let Some(st) = self.stopping.as_mut() {
                         st.grace_at = None;
+                        st.drop_at = None;
                     }
                     self.set_stage(Stage::Heartbeat);
                 }
@@ -174,18 +186,69 @@ impl ConsumerCore {
         }
     }
 
-    /// At the end of the grace period: cancels the handlers still running and gives
-    /// their jobs back without counting an attempt.
+    /// At the end of the grace period: fires the running handlers' cancellation signals;
+    /// at the end of the cancel grace that follows (at once when it is zero): drops the
+    /// handlers still running and gives their jobs back without counting an attempt.
     fn end_grace_if_due(&mut self) {
         let now = self.now;
+        let cancel_grace = self.opts.cancel_grace_period;
         let Some(st) = self.stopping.as_mut() else {
             return;
         };
-        if st.grace_at.is_none_or(|at| at > now) {
+        if st.grace_at.is_some_and(|at| at <= now) {
+            st.grace_at = None;
+            let grace = st.grace;
+            let runs = self.running_runs();
+            if runs.is_empty() {
+                return;
+            }
+            warn!(queue = %self.queue, running = runs.len(), ?grace, ?cancel_grace,
+                "curlyq shutdown grace period passed; signalling handlers to stop");
+            for run in &runs {
+                if let Some(slot) = self.jobs.slots.get_mut(run) {
+                    slot.signalled = Some(CancelReason::Shutdown);
+                }
+                self.command(Command::SignalCancel {
+                    run: *run,
+                    reason: CancelReason::Shutdown,
+                });
+            }
+            let drop_at = if cancel_grace.is_zero() {
+                Some(now)
+            } else {
+                self.after(cancel_grace)
+            };
+            if let Some(st) = self.stopping.as_mut() {
+                st.drop_at = drop_at;
+            }
+        }
+        let Some(st) = self.stopping.as_mut() else {
+            return;
+        };
+        if st.drop_at.is_none_or(|at| at > now) {
             return;
         }
-        st.grace_at = None;
-        let grace = st.grace;
+        st.drop_at = None;
+        let runs = self.running_runs();
+        if runs.is_empty() {
+            return;
+        }
+        warn!(queue = %self.queue, running = runs.len(),
+            "curlyq handlers still running after the cancel grace period; dropping them");
+        let mut jobs = Vec::with_capacity(runs.len());
+        for run in &runs {
+            self.jobs.clear_timer(*run);
+            if let Some(slot) = self.jobs.slots.remove(run) {
+                jobs.push((slot.consumer, slot.id));
+            }
+            self.command(Command::CancelHandler { run: *run });
+        }
+        self.count_cancelled(runs.len());
+        self.give_back(jobs);
+    }
+
+    /// The runs whose handler still runs, in order.
+    fn running_runs(&self) -> Vec<RunId> {
         let mut runs: Vec<_> = self
             .jobs
             .slots
@@ -193,23 +256,24 @@ impl ConsumerCore {
             .filter(|(_, s)| s.running)
             .map(|(run, _)| *run)
             .collect();
-        if runs.is_empty() {
-            return;
-        }
         runs.sort();
-        warn!(queue = %self.queue, running = runs.len(), ?grace,
-            "curlyq shutdown grace period passed; cancelling handlers");
-        let mut jobs = Vec::with_capacity(runs.len());
-        for run in &runs {
-            if let Some(slot) = self.jobs.slots.remove(run) {
-                jobs.push((slot.consumer, slot.id));
-            }
-            self.command(Command::CancelHandler { run: *run });
-        }
+        runs
+    }
+
+    fn count_cancelled(&mut self, n: usize) {
         if let Some(st) = self.stopping.as_mut() {
-            st.cancelled = Some(runs.len());
+            st.cancelled = Some(st.cancelled.unwrap_or(0) + n);
         }
-        self.give_back(jobs);
+    }
+
+    /// Gives back the job of a run that stopped without succeeding after the shutdown
+    /// signal (no attempt counted).
+    pub(super) fn give_back_stopped(&mut self, run: RunId) {
+        let Some(slot) = self.jobs.slots.remove(&run) else {
+            return;
+        };
+        self.count_cancelled(1);
+        self.give_back(vec![(slot.consumer, slot.id)]);
     }
 
     /// Gives back every taken job that no handler started.

@@ -180,6 +180,7 @@ pub(super) async fn failing_calls_change_nothing<B: QueueBackend>(
     )?;
     expect_injected(b.ack(q, &c, &strings(&["a"])).await, Operation::Ack, false)?;
     let retry = RetryJob {
+        error: None,
         id: "a".into(),
         data: b"retried".to_vec(),
         at: 5.0,

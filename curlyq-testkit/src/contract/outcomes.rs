@@ -37,6 +37,7 @@ pub(super) async fn ack_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Outco
 pub(super) async fn retry_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
     let (owner, other) = owned_setup(b, q, &["a", "b"]).await?;
     let retry = |id: &str, at: f64| RetryJob {
+        error: None,
         id: id.into(),
         data: format!("retried-{id}").into_bytes(),
         at,

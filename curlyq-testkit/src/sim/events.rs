@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use curlyq_core::consumer::{BackendCall, CallId, Command, HandlerResult, Input, Reply, RunId};
-use curlyq_core::{BackendError, Job};
+use curlyq_core::{BackendError, CancelReason, Job};
 use futures::executor::block_on;
 use rand::Rng;
 
@@ -155,7 +155,20 @@ impl Simulation {
                     self.parked.retain(|p| *p != (node, id));
                     self.cancelled_waits.insert((node, id));
                 }
-                Command::StartHandler { run, job } => self.start_run(node, run, job),
+                Command::StartHandler { run, job, .. } => self.start_run(node, run, job),
+                // A handler that stops on the shutdown signal has its job given back
+                // (it may run again, as after a grace-period drop); scripted handlers
+                // do not watch the signal, but their scripted end may come before the
+                // drop.
+                Command::SignalCancel {
+                    run,
+                    reason: CancelReason::Shutdown,
+                } => {
+                    if let Some(job_id) = self.nodes[node.0].runs.get(&run) {
+                        self.exposed.insert(job_id.clone());
+                    }
+                }
+                Command::SignalCancel { .. } => {}
                 Command::CancelHandler { run } => {
                     let n = &mut self.nodes[node.0];
                     if let Some(job_id) = n.runs.remove(&run) {

@@ -51,6 +51,27 @@ impl HandlerScript {
             result: HandlerResult::Panicked(message.to_string()),
         }
     }
+
+    /// Returns a permanent failure (`curlyq_core::Permanent`) with `message` after
+    /// `after`: the job is killed at once.
+    pub fn fail_permanently_after(after: Duration, message: &str) -> Self {
+        HandlerScript::End {
+            after,
+            result: HandlerResult::Permanent(message.to_string()),
+        }
+    }
+
+    /// Returns a failure asking for a retry after `delay` (`curlyq_core::RetryAfter`)
+    /// with `message`, after `after`.
+    pub fn retry_after(after: Duration, delay: Duration, message: &str) -> Self {
+        HandlerScript::End {
+            after,
+            result: HandlerResult::RetryAfter {
+                error: message.to_string(),
+                delay,
+            },
+        }
+    }
 }
 
 /// How an injected fault hits a backend call.

@@ -4,7 +4,11 @@
 //! scripts carry it out in one atomic step (including this project's improvements over Go
 //! CurlyQ: the dead-set reasons, the orphan counters and the crash-loop kill). The state
 //! can be read back as plain data with [`MemoryBackend::snapshot`]. It is the pure
-//! model: to inject faults, wrap it in [`Faulty`](crate::Faulty).
+//! model: to inject faults, wrap it in `curlyq_testkit::Faulty`.
+//!
+//! It is also the backend for development and for an application's own tests without a
+//! Redis (`curlyq::connect("memory://")`): single-process and not durable, every job is
+//! lost when the process ends.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -12,12 +16,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use curlyq_core::{
+use crate::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, Runtime, ScheduledJob,
-    TakenJob, TokioRuntime, Waiter,
+    TakenJob, Waiter,
 };
+use async_trait::async_trait;
 use event_listener::Event;
 use futures::future::{self, Either};
 
@@ -201,7 +205,9 @@ impl QueueState {
 
 struct Shared {
     queues: Mutex<HashMap<QueueName, QueueState>>,
-    runtime: Arc<dyn Runtime>,
+    /// The clock of waiters' timeouts; `None`: the runtime enabled by features, chosen
+    /// when a wait starts (so that a backend made outside a runtime works inside one).
+    runtime: Option<Arc<dyn Runtime>>,
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test thread must not hide the state
@@ -238,7 +244,7 @@ fn check_score(what: &str, value: f64) -> Result<(), BackendError> {
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// use curlyq_core::{ConsumerId, EncodedJob, QueueBackend, QueueName, Registration};
-/// use curlyq_testkit::MemoryBackend;
+/// use curlyq_core::MemoryBackend;
 ///
 /// let backend = MemoryBackend::new();
 /// let queue = QueueName::new("emails").unwrap();
@@ -275,19 +281,49 @@ impl Default for MemoryBackend {
 }
 
 impl MemoryBackend {
-    /// An empty backend whose waiters time out on real time (tokio's timer; waits must
-    /// run inside a tokio runtime with time enabled).
+    /// An empty backend whose waiters time out on real time, with the timers of the
+    /// runtime enabled by features (tokio inside a tokio runtime, else async-io). With
+    /// no runtime feature, a wait only checks the signal; use
+    /// [`with_runtime`](Self::with_runtime) then.
     pub fn new() -> Self {
-        Self::with_runtime(Arc::new(TokioRuntime))
+        MemoryBackend {
+            shared: Arc::new(Shared {
+                queues: Mutex::new(HashMap::new()),
+                runtime: None,
+            }),
+        }
     }
 
-    /// An empty backend whose waiters time out on `runtime`'s clock (such as a
-    /// [`ManualRuntime`](crate::ManualRuntime)).
+    /// The process-wide backend called `name`: every call with the same name returns
+    /// (a clone of) the same store, made empty on first use. `curlyq::connect` gives
+    /// `memory://<name>` URLs this.
+    ///
+    /// ```
+    /// use curlyq_core::MemoryBackend;
+    /// let a = MemoryBackend::named("dev");
+    /// let b = MemoryBackend::named("dev");
+    /// assert!(a.same_store(&b));
+    /// assert!(!a.same_store(&MemoryBackend::named("other")));
+    /// ```
+    pub fn named(name: &str) -> Self {
+        static STORES: std::sync::OnceLock<Mutex<HashMap<String, MemoryBackend>>> =
+            std::sync::OnceLock::new();
+        let stores = STORES.get_or_init(|| Mutex::new(HashMap::new()));
+        lock(stores).entry(name.to_string()).or_default().clone()
+    }
+
+    /// Whether `self` and `other` share one store (one is a clone of the other).
+    pub fn same_store(&self, other: &MemoryBackend) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// An empty backend whose waiters time out on `runtime`'s clock (such as the
+    /// testkit's `ManualRuntime`).
     pub fn with_runtime(runtime: Arc<dyn Runtime>) -> Self {
         MemoryBackend {
             shared: Arc::new(Shared {
                 queues: Mutex::new(HashMap::new()),
-                runtime,
+                runtime: Some(runtime),
             }),
         }
     }
@@ -450,9 +486,6 @@ impl QueueBackend for MemoryBackend {
                         Ok(false)
                     }
                 }
-                other => Err(BackendError::Rejected(format!(
-                    "register: {other:?} is not supported by this backend version"
-                ))),
             }
         })
     }
@@ -718,7 +751,11 @@ impl MemoryWaiter {
         if signal || timeout.is_zero() {
             return signal;
         }
-        let mut sleep = self.backend.shared.runtime.sleep(timeout);
+        let runtime = self.backend.shared.runtime.clone();
+        let Some(runtime) = runtime.or_else(crate::runtime::default_runtime) else {
+            return signal;
+        };
+        let mut sleep = runtime.sleep(timeout);
         loop {
             // Listen before looking, so that a signal set in between is not missed.
             let listener = event.listen();

@@ -21,6 +21,7 @@ struct Harness {
     now: SystemTime,
     calls: BTreeMap<CallId, BackendCall>,
     started: Vec<(RunId, Job)>,
+    signalled: Vec<RunId>,
     cancelled: Vec<RunId>,
     finished: Option<Result<(), ConsumeError>>,
 }
@@ -35,6 +36,7 @@ impl Harness {
             now,
             calls: BTreeMap::new(),
             started: Vec::new(),
+            signalled: Vec::new(),
             cancelled: Vec::new(),
             finished: None,
         };
@@ -61,7 +63,8 @@ impl Harness {
                 Command::CancelWait { id } => {
                     self.calls.remove(&id);
                 }
-                Command::StartHandler { run, job } => self.started.push((run, job)),
+                Command::StartHandler { run, job, .. } => self.started.push((run, job)),
+                Command::SignalCancel { run, .. } => self.signalled.push(run),
                 Command::CancelHandler { run } => self.cancelled.push(run),
                 Command::Finished(result) => self.finished = Some(result),
             }
@@ -390,6 +393,9 @@ fn the_grace_period_cancels_running_handlers_and_says_so() {
         h.reply(take, Ok(Reply::Taken(Vec::new())));
     }
     h.advance(Duration::from_secs(5));
+    assert_eq!(h.signalled.len(), 2, "the handlers are signalled first");
+    assert!(h.cancelled.is_empty(), "and dropped after the cancel grace");
+    h.advance(Duration::from_secs(1));
     assert_eq!(h.cancelled.len(), 2);
     let give_back = h.expect(|c| matches!(c, BackendCall::GiveBack { .. }));
     h.reply(give_back, Ok(Reply::GivenBack(2)));
@@ -400,3 +406,5 @@ fn the_grace_period_cancels_running_handlers_and_says_so() {
         Some(Err(ConsumeError::ShutdownTimeout { cancelled: 2, .. }))
     ));
 }
+
+mod handlers;

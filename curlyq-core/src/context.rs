@@ -1,0 +1,265 @@
+//! [`JobContext`]: what a handler knows about the run it is in (the job, the queue, the
+//! consumer) and the signal that asks it to stop.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::channel::{mpsc, oneshot};
+use futures::future::{FutureExt, Shared};
+
+use crate::backend::{ConsumerId, QueueName};
+use crate::consumer::RunId;
+
+/// Why a run's cancellation signal fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The job's timeout ran out ([`ConsumerBuilder::job_timeout`](crate::ConsumerBuilder::job_timeout)
+    /// or [`JobContext::set_timeout`]). The run counts as failed (retried or killed)
+    /// unless the handler still returns `Ok`.
+    TimedOut,
+    /// The consumer is shutting down and its grace period ran out. The job is given back
+    /// without counting an attempt unless the handler still returns `Ok`.
+    Shutdown,
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CancelReason::TimedOut => "the job timed out",
+            CancelReason::Shutdown => "the consumer is shutting down",
+        })
+    }
+}
+
+/// A request from a running handler to its consumer.
+#[derive(Debug)]
+pub(crate) enum HandlerRequest {
+    /// Time the run out this long after its start (`None`: never).
+    SetTimeout(Option<Duration>),
+}
+
+/// The sending half of a run's requests: the run and the driver's channel.
+pub(crate) type RequestSender = mpsc::UnboundedSender<(RunId, HandlerRequest)>;
+
+/// What a handler is told about the job it runs, given to every handler started with
+/// [`Consumer::run_with_context`](crate::Consumer::run_with_context) or
+/// [`Consumer::run_typed`](crate::Consumer::run_typed).
+///
+/// Its cancellation signal fires when the job's timeout or the shutdown grace period
+/// runs out. A handler that watches it ([`cancelled`](Self::cancelled),
+/// [`is_cancelled`](Self::is_cancelled)) can stop cleanly within the consumer's
+/// [`cancel_grace_period`](crate::ConsumerBuilder::cancel_grace_period); one that does
+/// not is dropped at its end (at its next `.await`).
+///
+/// ```
+/// use curlyq_core::{Job, JobContext};
+///
+/// async fn handler(job: Job, ctx: JobContext) -> Result<(), std::io::Error> {
+///     for chunk in job.data.chunks(100) {
+///         if ctx.is_cancelled() {
+///             // Leave things tidy; the job runs again later.
+///             return Err(std::io::Error::other(format!("stopped: {:?}", ctx.cancel_reason())));
+///         }
+///         let _ = chunk; // ... work on the chunk ...
+///     }
+///     println!("job {} (attempt {}) of {} done", ctx.job_id(), ctx.attempt(), ctx.queue());
+///     Ok(())
+/// }
+/// # let _ = handler;
+/// ```
+#[derive(Clone)]
+pub struct JobContext {
+    inner: Arc<Inner>,
+    cancel: Shared<oneshot::Receiver<CancelReason>>,
+}
+
+struct Inner {
+    job_id: String,
+    attempt: u32,
+    queue: QueueName,
+    consumer: ConsumerId,
+    started: SystemTime,
+    timeout: Mutex<Option<Duration>>,
+    run: RunId,
+    requests: Option<RequestSender>,
+    /// A detached context keeps its own handle, so its signal never fires.
+    _detached: Option<Mutex<CancelHandle>>,
+}
+
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("job_id", &self.inner.job_id)
+            .field("attempt", &self.inner.attempt)
+            .field("queue", &self.inner.queue)
+            .field("consumer", &self.inner.consumer)
+            .field("started", &self.inner.started)
+            .field("timeout", &self.timeout())
+            .field("cancelled", &self.cancel_reason())
+            .finish()
+    }
+}
+
+/// The driver's half of a run's context: fires its cancellation signal.
+#[derive(Debug)]
+pub(crate) struct CancelHandle(Option<oneshot::Sender<CancelReason>>);
+
+impl CancelHandle {
+    /// Fires the signal (once; later calls do nothing).
+    pub(crate) fn fire(&mut self, reason: CancelReason) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(reason);
+        }
+    }
+}
+
+/// The parts of a context.
+pub(crate) struct ContextParts {
+    pub(crate) job_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) queue: QueueName,
+    pub(crate) consumer: ConsumerId,
+    pub(crate) started: SystemTime,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) run: RunId,
+    pub(crate) requests: Option<RequestSender>,
+}
+
+impl JobContext {
+    /// A context and the handle that fires its cancellation signal.
+    pub(crate) fn new(parts: ContextParts) -> (JobContext, CancelHandle) {
+        let (tx, rx) = oneshot::channel();
+        let ctx = JobContext {
+            inner: Arc::new(Inner {
+                job_id: parts.job_id,
+                attempt: parts.attempt,
+                queue: parts.queue,
+                consumer: parts.consumer,
+                started: parts.started,
+                timeout: Mutex::new(parts.timeout),
+                run: parts.run,
+                requests: parts.requests,
+                _detached: None,
+            }),
+            cancel: rx.shared(),
+        };
+        (ctx, CancelHandle(Some(tx)))
+    }
+
+    /// A context for calling a handler outside a consumer (in a unit test of the
+    /// handler): its signal never fires and [`set_timeout`](Self::set_timeout) only
+    /// records the value.
+    ///
+    /// ```
+    /// use curlyq_core::{ConsumerId, JobContext, QueueName};
+    ///
+    /// let queue = QueueName::new("emails").unwrap();
+    /// let ctx = JobContext::detached("job-1", 0, queue, ConsumerId::from_string("test"));
+    /// assert_eq!(ctx.job_id(), "job-1");
+    /// assert!(!ctx.is_cancelled());
+    /// ```
+    pub fn detached(
+        job_id: impl Into<String>,
+        attempt: u32,
+        queue: QueueName,
+        consumer: ConsumerId,
+    ) -> JobContext {
+        let (mut ctx, handle) = JobContext::new(ContextParts {
+            job_id: job_id.into(),
+            attempt,
+            queue,
+            consumer,
+            started: SystemTime::now(),
+            timeout: None,
+            run: RunId(0),
+            requests: None,
+        });
+        if let Some(inner) = Arc::get_mut(&mut ctx.inner) {
+            inner._detached = Some(Mutex::new(handle));
+        }
+        ctx
+    }
+
+    /// The job's ID.
+    pub fn job_id(&self) -> &str {
+        &self.inner.job_id
+    }
+
+    /// The job's attempt: 0 on its first run, 1 on its first retry, and so on (Go
+    /// CurlyQ's `Attempt`).
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// The queue the job came from.
+    pub fn queue(&self) -> &QueueName {
+        &self.inner.queue
+    }
+
+    /// The consumer ID the job was taken under (its in-flight set is
+    /// `<queue>:inflight:<id>`).
+    pub fn consumer_id(&self) -> &ConsumerId {
+        &self.inner.consumer
+    }
+
+    /// When the handler started, on the consumer's clock.
+    pub fn started(&self) -> SystemTime {
+        self.inner.started
+    }
+
+    /// The run's timeout, counted from [`started`](Self::started) (`None`: none).
+    pub fn timeout(&self) -> Option<Duration> {
+        *self
+            .inner
+            .timeout
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// When the run times out, if it has a timeout.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        self.timeout()
+            .and_then(|t| self.inner.started.checked_add(t))
+    }
+
+    /// Sets this run's timeout, counted from its start, replacing the consumer's
+    /// [`job_timeout`](crate::ConsumerBuilder::job_timeout) (`None`: no timeout). A
+    /// timeout already passed fires at once. Use it where one handler routes job kinds
+    /// that need different bounds.
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        *self
+            .inner
+            .timeout
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = timeout;
+        if let Some(requests) = &self.inner.requests {
+            // The driver is gone only when the consumer stopped; nothing to time then.
+            let _ = requests.unbounded_send((self.inner.run, HandlerRequest::SetTimeout(timeout)));
+        }
+    }
+
+    /// Whether the cancellation signal fired.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel_reason().is_some()
+    }
+
+    /// Why the cancellation signal fired, if it did.
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        match self.cancel.peek() {
+            Some(Ok(reason)) => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// Completes when the cancellation signal fires, with its reason; never completes
+    /// if it does not (race it against the work with `select`).
+    pub async fn cancelled(&self) -> CancelReason {
+        match self.cancel.clone().await {
+            Ok(reason) => reason,
+            // The run ended and its handle went away without firing.
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
