@@ -132,14 +132,18 @@ pub enum ConfigError {
     /// The queue name is empty.
     #[error("the queue name is empty; give the queue a name such as \"emails\" (or \"{{emails}}\" for Redis Cluster)")]
     EmptyQueueName,
-    /// A count that must be at least 1 is 0.
-    #[error("{option} must be at least 1")]
+    /// An option that must not be 0 is 0. Go CurlyQ reads 0 as "use the default"; curlyq
+    /// refuses it, so that a setting copied from a Go service never silently means
+    /// something else. The message says what Go would have done and what to write.
+    #[error("{option} is 0, which curlyq refuses: Go CurlyQ would silently use {go} instead. {hint}",
+        go = crate::options::go_reads_zero_as(.option), hint = crate::options::zero_hint(.option))]
     Zero {
         /// The option's name.
         option: &'static str,
     },
-    /// A duration below its minimum.
-    #[error("{option} is {given:?}, below its minimum of {min:?}")]
+    /// A duration below its minimum. Go CurlyQ raises such a value to the minimum
+    /// silently; curlyq refuses it.
+    #[error("{option} is {given:?}, below its minimum of {min:?}: Go CurlyQ would silently raise it to {min:?}, curlyq refuses it. Write {min:?} or more")]
     BelowMinimum {
         /// The option's name.
         option: &'static str,

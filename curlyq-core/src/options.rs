@@ -11,8 +11,12 @@ use crate::error::ConfigError;
 #[non_exhaustive]
 pub struct ConsumerOptions {
     /// A failed job whose attempt count is below this is retried, otherwise killed.
-    /// Default 20 (so up to 21 runs, as in Go). 0 kills a job at its first failure.
+    /// Default 20 (so up to 21 runs, as in Go). 0 is refused (Go reads it as 20); to
+    /// kill a job at its first failure set [`no_retries`](Self::no_retries).
     pub job_max_attempts: u32,
+    /// Kill a failed job at its first failure, whatever `job_max_attempts` says. Default
+    /// false. (New: Go CurlyQ cannot express this.)
+    pub no_retries: bool,
     /// The longest delay between two runs of a failing job. Default 1 week.
     pub job_max_backoff: Duration,
     /// How long shutdown waits for running handlers; 0 waits forever. Default 0.
@@ -83,6 +87,7 @@ impl Default for ConsumerOptions {
     fn default() -> Self {
         ConsumerOptions {
             job_max_attempts: 20,
+            no_retries: false,
             job_max_backoff: Duration::from_secs(7 * 24 * 3600),
             shutdown_grace_period: Duration::ZERO,
             custodian_consumer_timeout: MINUTE,
@@ -117,7 +122,9 @@ impl ConsumerOptions {
     /// Checks every option, returning the first one out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let min = |option, given: Duration, min: Duration| {
-            if given < min {
+            if given.is_zero() {
+                Err(ConfigError::Zero { option })
+            } else if given < min {
                 Err(ConfigError::BelowMinimum { option, given, min })
             } else {
                 Ok(())
@@ -133,6 +140,11 @@ impl ConsumerOptions {
                 Ok(())
             }
         };
+        if self.job_max_attempts == 0 {
+            return Err(ConfigError::Zero {
+                option: "job_max_attempts",
+            });
+        }
         nonzero("job_max_backoff", self.job_max_backoff)?;
         min(
             "custodian_consumer_timeout",
@@ -169,6 +181,41 @@ impl ConsumerOptions {
     }
 }
 
+/// What Go CurlyQ makes of 0 in `option` (for error messages).
+pub(crate) fn go_reads_zero_as(option: &str) -> &'static str {
+    match option {
+        "job_max_attempts" => "its default of 20 retries (up to 21 runs)",
+        "job_max_backoff" => "its default of 1 week",
+        "custodian_consumer_timeout" | "custodian_poll_interval" | "heartbeat_interval" => {
+            "its default of 1 minute"
+        }
+        "custodian_max_backoff"
+        | "heartbeat_max_backoff"
+        | "poller_max_backoff"
+        | "scheduler_max_backoff" => "its default of 30 seconds",
+        "custodian_max_jobs" | "scheduler_max_jobs" => "its default of 50",
+        "poller_buffer_size" => "its default of 10",
+        "poller_poll_duration" | "scheduler_poll_interval" => "its default of 5 seconds",
+        "processor_concurrency" => "its default of 5",
+        _ => "nothing (the option is curlyq's own)",
+    }
+}
+
+/// What to write instead of 0 in `option` (for error messages).
+pub(crate) fn zero_hint(option: &str) -> &'static str {
+    match option {
+        "job_max_attempts" => {
+            "Write 20 (or leave it unset) for Go's meaning; to kill a job at its first failure, use ConsumerBuilder::no_retries()"
+        }
+        "shutdown_grace_period" => "0 waits forever, as in Go",
+        "dead_max_jobs" => "Write the largest dead set to keep (default 10,000)",
+        "dead_max_age" | "job_timeout" | "processor_max_backoff" => {
+            "Write a positive duration, or leave the option unset for its default"
+        }
+        _ => "Write Go's default shown here, or leave the option unset",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +230,104 @@ mod tests {
         assert_eq!(o.poller_poll_duration, Duration::from_secs(5));
         assert_eq!((o.poller_buffer_size, o.processor_concurrency), (10, 5));
         assert_eq!((o.scheduler_max_jobs, o.custodian_max_jobs), (50, 50));
+        assert_eq!(o.validate(), Ok(()));
+    }
+
+    /// Every option where Go CurlyQ reads 0 as its default is refused with a message
+    /// that says so and what to write instead; durations below a minimum (which Go
+    /// silently raises) too.
+    #[test]
+    fn zero_and_below_minimum_values_are_refused_with_what_go_would_do() {
+        let zero = |set: fn(&mut ConsumerOptions)| {
+            let mut o = ConsumerOptions::default();
+            set(&mut o);
+            o.validate().unwrap_err()
+        };
+        let e = zero(|o| o.job_max_attempts = 0);
+        assert_eq!(
+            e,
+            ConfigError::Zero {
+                option: "job_max_attempts"
+            }
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("Go CurlyQ would silently use its default of 20 retries"),
+            "{text}"
+        );
+        assert!(text.contains("no_retries()"), "{text}");
+        type Case = (fn(&mut ConsumerOptions), &'static str, &'static str);
+        let cases: [Case; 13] = [
+            (
+                |o| o.job_max_backoff = Duration::ZERO,
+                "job_max_backoff",
+                "1 week",
+            ),
+            (
+                |o| o.custodian_consumer_timeout = Duration::ZERO,
+                "custodian_consumer_timeout",
+                "1 minute",
+            ),
+            (
+                |o| o.custodian_max_backoff = Duration::ZERO,
+                "custodian_max_backoff",
+                "30 seconds",
+            ),
+            (|o| o.custodian_max_jobs = 0, "custodian_max_jobs", "50"),
+            (
+                |o| o.custodian_poll_interval = Duration::ZERO,
+                "custodian_poll_interval",
+                "1 minute",
+            ),
+            (
+                |o| o.heartbeat_max_backoff = Duration::ZERO,
+                "heartbeat_max_backoff",
+                "30 seconds",
+            ),
+            (
+                |o| o.heartbeat_interval = Duration::ZERO,
+                "heartbeat_interval",
+                "1 minute",
+            ),
+            (|o| o.poller_buffer_size = 0, "poller_buffer_size", "10"),
+            (
+                |o| o.poller_max_backoff = Duration::ZERO,
+                "poller_max_backoff",
+                "30 seconds",
+            ),
+            (
+                |o| o.poller_poll_duration = Duration::ZERO,
+                "poller_poll_duration",
+                "5 seconds",
+            ),
+            (
+                |o| o.processor_concurrency = 0,
+                "processor_concurrency",
+                "5",
+            ),
+            (|o| o.scheduler_max_jobs = 0, "scheduler_max_jobs", "50"),
+            (
+                |o| o.scheduler_poll_interval = Duration::ZERO,
+                "scheduler_poll_interval",
+                "5 seconds",
+            ),
+        ];
+        for (set, option, go) in cases {
+            let e = zero(set);
+            assert_eq!(e, ConfigError::Zero { option }, "{option}");
+            let text = e.to_string();
+            assert!(text.contains(&format!("its default of {go}")), "{text}");
+        }
+        let e = zero(|o| o.heartbeat_interval = Duration::from_secs(10));
+        assert!(
+            e.to_string()
+                .contains("Go CurlyQ would silently raise it to 15s"),
+            "{e}"
+        );
+        let o = ConsumerOptions {
+            no_retries: true,
+            ..ConsumerOptions::default()
+        };
         assert_eq!(o.validate(), Ok(()));
     }
 

@@ -218,7 +218,7 @@ fn panicking_handler_is_a_failure_and_the_consumer_keeps_running() {
     let good = sim.push(Job::new("fine"));
     let node = sim.start_consumer(
         options(|o| {
-            o.job_max_attempts = 0;
+            o.no_retries = true;
             o.processor_concurrency = 1;
         }),
         |job: &Job| {
@@ -604,7 +604,7 @@ fn the_custodian_keeps_the_dead_set_bounded() {
     }
     let node = sim.start_consumer(
         options(|o| {
-            o.job_max_attempts = 0;
+            o.no_retries = true;
             o.processor_concurrency = 1;
             o.dead_max_jobs = 2;
         }),

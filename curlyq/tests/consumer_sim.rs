@@ -112,7 +112,7 @@ async fn panicking_handler_is_a_failure_and_the_consumer_keeps_running() {
     let good = sim.producer.perform(Job::new("fine")).await.unwrap();
     let consumer = sim
         .builder()
-        .job_max_attempts(0)
+        .no_retries()
         .concurrency(1)
         .build(sim.backend_arc())
         .unwrap();
@@ -610,7 +610,7 @@ async fn the_custodian_keeps_the_dead_set_bounded() {
     }
     let consumer = sim
         .builder()
-        .job_max_attempts(0)
+        .no_retries()
         .concurrency(1)
         .dead_max_jobs(2)
         .build(sim.backend_arc())

@@ -376,3 +376,95 @@ async fn a_typed_handler_reads_a_go_producers_json_payload() {
     timeout(LIMIT, run).await.unwrap().unwrap().unwrap();
     assert_eq!(cmd(&server, &["HLEN", "goq:data"]), ":0\r\n", "acked");
 }
+
+/// Dead jobs Go CurlyQ killed share `Q:dead` with curlyq's: by default curlyq trims the
+/// dead set (older than 180 days here), Go's jobs included; `keep_dead_jobs()` leaves
+/// them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_dead_jobs_leaves_go_killed_jobs_alone() {
+    let server = RedisServer::start().unwrap();
+    let a_year_ago = (unix(SystemTime::now()) - 365.0 * 86400.0)
+        .floor()
+        .to_string();
+    for q in ["keep", "trim"] {
+        let job = Job::new("killed by Go").with_id("go-dead").with_attempt(20);
+        server
+            .command_bytes(&[
+                b"HSET",
+                format!("{q}:data").as_bytes(),
+                b"go-dead",
+                &job.encode(),
+            ])
+            .unwrap();
+        cmd(
+            &server,
+            &["ZADD", &format!("{q}:dead"), &a_year_ago, "go-dead"],
+        );
+    }
+    let backend = backend(&server).await;
+    for (q, keep) in [("keep", true), ("trim", false)] {
+        let mut builder = Consumer::builder(q).custodian_poll_interval(Duration::from_millis(50));
+        if keep {
+            builder = builder.keep_dead_jobs();
+        }
+        let consumer = builder.build(backend.clone()).unwrap();
+        let (handler, _rx) = reporting(clock(), |_job: Job| common::ok());
+        let mut running = start(consumer, handler);
+        // Long enough for many sweeps (every 50 ms; each one trims): the trimmed queue
+        // is done as soon as its dead job is gone, the kept one waits the whole second.
+        for _ in 0..100 {
+            if !keep && cmd(&server, &["ZCARD", "trim:dead"]) == ":0\r\n" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        running.stop();
+        timeout(LIMIT, running.join)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(cmd(&server, &["ZCARD", "keep:dead"]), ":1\r\n", "kept");
+    assert_eq!(cmd(&server, &["HLEN", "keep:data"]), ":1\r\n");
+    assert_eq!(
+        cmd(&server, &["ZCARD", "trim:dead"]),
+        ":0\r\n",
+        "trimmed by default"
+    );
+    assert_eq!(cmd(&server, &["HLEN", "trim:data"]), ":0\r\n");
+}
+
+/// A setting copied from a Go service that Go reads differently is refused with a
+/// message saying what Go would have done: `JobMaxAttempts = 0` is Go's default (20),
+/// never "no retries".
+#[test]
+fn go_style_zero_options_are_refused_with_what_go_would_do() {
+    let backend: Arc<dyn QueueBackend> = Arc::new(curlyq::MemoryBackend::new());
+    let err = Consumer::builder("q")
+        .job_max_attempts(0)
+        .runtime(clock())
+        .build(backend.clone())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("Go CurlyQ would silently use its default of 20 retries")
+            && text.contains("no_retries()"),
+        "{text}"
+    );
+    let err = Consumer::builder("q")
+        .heartbeat_poll_interval(Duration::from_secs(5))
+        .runtime(clock())
+        .build(backend.clone())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("heartbeat_interval is 5s, below its minimum of 15s: Go CurlyQ would silently raise it to 15s"),
+        "{err}"
+    );
+    assert!(Consumer::builder("q")
+        .no_retries()
+        .runtime(clock())
+        .build(backend)
+        .is_ok());
+}

@@ -94,6 +94,28 @@ impl ConsumerBuilder {
         cancel_grace_period: Duration;
     }
 
+    /// Kills a failed job at its first failure (no retries). Go CurlyQ cannot express
+    /// this: its `JobMaxAttempts = 0` means its default, 20, and curlyq refuses 0.
+    pub fn no_retries(mut self) -> Self {
+        self.options.no_retries = true;
+        self
+    }
+
+    /// Never trims the dead set: `dead_max_jobs` and `dead_max_age` unbounded. For queues
+    /// shared with Go CurlyQ whose users keep dead jobs (Go never trims them; by default
+    /// curlyq keeps at most 10,000 for 180 days, Go's dead jobs included).
+    pub fn keep_dead_jobs(mut self) -> Self {
+        self.options.dead_max_jobs = usize::MAX;
+        self.options.dead_max_age = Duration::MAX;
+        self
+    }
+
+    /// Go CurlyQ's name for [`heartbeat_interval`](Self::heartbeat_interval)
+    /// (`HeartbeatPollInterval`).
+    pub fn heartbeat_poll_interval(self, interval: Duration) -> Self {
+        self.heartbeat_interval(interval)
+    }
+
     /// Times every run out after `timeout` (see [`ConsumerOptions::job_timeout`]); a
     /// handler can change its own run's bound with
     /// [`JobContext::set_timeout`](crate::JobContext::set_timeout).

@@ -366,6 +366,7 @@ impl ConsumerCore {
         let (max_attempts, max_backoff) = (o.job_max_attempts, o.job_max_backoff);
         let jitter = self.rng.random::<f64>();
         let decision = match asked {
+            _ if o.no_retries => AfterFailure::Kill,
             Asked::Permanent => AfterFailure::Kill,
             Asked::Backoff => after_failure(attempt, max_attempts, max_backoff, jitter, None),
             Asked::RetryAfter(delay) => {

@@ -235,7 +235,7 @@ fn a_failed_job_retries_at_an_exact_seeded_time_and_dies_at_max_attempts() {
     assert_ne!(retry_at(43), delay, "another seed, another delay");
 
     let mut o = opts(1, 1);
-    o.job_max_attempts = 0;
+    o.no_retries = true;
     let mut h = Harness::started(o, 7);
     h.take(&["j1"]);
     let (run, _) = h.started.pop().expect("a run");
