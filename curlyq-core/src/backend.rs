@@ -18,6 +18,12 @@ use crate::snapshot::QueueSnapshot;
 /// capped at it.
 pub const MAX_BATCH: usize = 1000;
 
+/// Most fields of `Q:errors` (the last errors of retried jobs) one
+/// [`trim_dead`](QueueBackend::trim_dead) call examines when it looks for entries whose
+/// job is gone: with at most this many it examines all of them, with more it goes on
+/// from where the previous call stopped.
+pub const ERRORS_SWEEP: usize = 1000;
+
 /// A validated queue name (not empty). Every key of the queue starts with it.
 ///
 /// ```
@@ -217,7 +223,8 @@ pub struct OrphanReport {
 pub struct DeadTrim {
     /// Dead jobs killed before this time are removed.
     pub killed_before: f64,
-    /// At most this many dead jobs are kept (the oldest go first).
+    /// At most this many dead jobs are kept (the oldest go first). Also the number of
+    /// last errors (`Q:errors`) beyond which the call looks for entries whose job is gone.
     pub keep_at_most: usize,
     /// Most jobs to remove in this call.
     pub max_jobs: usize,
@@ -237,7 +244,8 @@ pub trait Waiter: Send + Sync {
 }
 
 /// A store for queues: the eleven atomic operations of the wire contract (see
-/// `spec/wire.md`), plus dead-set trimming and unregistration.
+/// `spec/wire.md`), plus dead-set trimming (the twelfth there, curlyq's own) and
+/// unregistration.
 ///
 /// Implement it to run curlyq on another store; prove the implementation with
 /// `curlyq-testkit`. Every method is atomic: it happens entirely or not at all. Batch
@@ -323,6 +331,7 @@ pub trait QueueBackend: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Returns, per ID, whether it was owned. A job not owned is left untouched.
+    /// - An owned job's last error (see [`retry`](Self::retry)) is removed with it.
     async fn ack(
         &self,
         queue: &QueueName,
@@ -335,6 +344,8 @@ pub trait QueueBackend: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Returns, per job, whether it was owned; a job not owned is left untouched.
+    /// - For each owned job, stores [`RetryJob::error`] as the job's last error
+    ///   ([`QueueSnapshot::errors`]), replacing an earlier one; `None` removes it.
     async fn retry(
         &self,
         queue: &QueueName,
@@ -348,6 +359,7 @@ pub trait QueueBackend: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Returns, per job, whether it was owned; a job not owned is left untouched.
+    /// - An owned job's last error is removed: its dead reason takes over.
     async fn kill(
         &self,
         queue: &QueueName,
@@ -372,7 +384,8 @@ pub trait QueueBackend: Send + Sync + 'static {
     ///
     /// # Behavior
     /// - Counts each requeue of a job; a job reaching `max_orphan_requeues` goes to the
-    ///   dead set with a reason instead (when that option is non-zero).
+    ///   dead set with a reason instead (when that option is non-zero), and its last
+    ///   error is removed as by [`kill`](Self::kill). A job requeued keeps its last error.
     /// - Never touches a consumer whose heartbeat is after `expired_before`.
     /// - Takes the jobs of one consumer in ascending ID order (byte order) and appends
     ///   them in that order, so that every backend makes the same choice when
@@ -385,9 +398,26 @@ pub trait QueueBackend: Send + Sync + 'static {
         sweep: OrphanSweep,
     ) -> Result<OrphanReport, BackendError>;
 
-    /// Removes dead jobs (their data, reason and counters too) killed before
+    /// Removes dead jobs (their data, reason, counters and last error too) killed before
     /// `killed_before`, and the oldest beyond `keep_at_most`, at most `max_jobs` of them.
     /// Returns how many were removed.
+    ///
+    /// Then it removes last errors that outlived their job. A curlyq consumer removes a
+    /// job's last error whenever it finishes the job, but a Go CurlyQ consumer sharing
+    /// the queue acks by deleting the data only, and leaves the entry behind.
+    ///
+    /// # Behavior
+    /// - With `max_jobs` 0 it does nothing at all.
+    /// - Entries are looked at only while there are more than `keep_at_most` of them (the
+    ///   dead set's bound: so many leftovers are tolerated, and a call with fewer costs
+    ///   one count).
+    /// - Then, with at most [`ERRORS_SWEEP`] entries, every entry whose job has no data
+    ///   is removed. With more, at most about [`ERRORS_SWEEP`] entries are examined per
+    ///   call, each call going on from where the previous one stopped, so that every
+    ///   leftover is removed within about `entries / ERRORS_SWEEP` calls. Which entries
+    ///   one such call examines is the backend's choice.
+    /// - An entry whose job has data is never removed; the returned count does not
+    ///   include the entries removed.
     async fn trim_dead(&self, queue: &QueueName, trim: DeadTrim) -> Result<usize, BackendError>;
 
     /// Reads the whole state of a queue at one instant (for tests, tools and the

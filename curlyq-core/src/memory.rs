@@ -2,24 +2,26 @@
 //!
 //! Every [`QueueBackend`] method is carried out under one lock, exactly as the Redis
 //! scripts carry it out in one atomic step (including this project's improvements over Go
-//! CurlyQ: the dead-set reasons, the orphan counters and the crash-loop kill). The state
-//! can be read back as plain data with [`MemoryBackend::snapshot`]. It is the pure
-//! model: to inject faults, wrap it in `curlyq_testkit::Faulty`.
+//! CurlyQ: the dead-set reasons, the orphan counters, the crash-loop kill and the last
+//! errors of retried jobs). The state can be read back as plain data with
+//! [`MemoryBackend::snapshot`]. It is the pure model: to inject faults, wrap it in
+//! `curlyq_testkit::Faulty`.
 //!
 //! It is also the backend for development and for an application's own tests without a
 //! Redis (`curlyq::connect("memory://")`): single-process and not durable, every job is
 //! lost when the process ends.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, Runtime, ScheduledJob,
-    TakenJob, Waiter,
+    TakenJob, Waiter, ERRORS_SWEEP,
 };
 use async_trait::async_trait;
 use event_listener::Event;
@@ -126,6 +128,12 @@ struct QueueState {
     signal: bool,
     reasons: HashMap<String, String>,
     orphaned: HashMap<String, u32>,
+    /// In ID order, so that a sweep of more than [`ERRORS_SWEEP`] entries can go on
+    /// after the last ID it examined.
+    errors: BTreeMap<String, String>,
+    /// The last ID examined by an unfinished sweep of `errors` (Redis keeps its `HSCAN`
+    /// cursor in `Q:errors:cursor`); `None`: the next sweep starts from the first ID.
+    errors_cursor: Option<String>,
     /// Notified whenever the signal is set.
     event: Arc<Event>,
     /// The signal was set by the current operation: notify once the lock is released.
@@ -144,6 +152,8 @@ impl QueueState {
             signal: false,
             reasons: HashMap::new(),
             orphaned: HashMap::new(),
+            errors: BTreeMap::new(),
+            errors_cursor: None,
             event: Arc::new(Event::new()),
             notify: false,
         }
@@ -174,6 +184,50 @@ impl QueueState {
         }
         self.reasons.insert(id.to_owned(), reason);
         self.orphaned.remove(id);
+        // The dead reason now says why it failed.
+        self.errors.remove(id);
+    }
+
+    /// Removes the last errors whose job has no data (left behind by a Go CurlyQ ack,
+    /// which deletes the data only), as `trim_dead.lua` does: nothing while there are at
+    /// most `keep` entries; all of them with at most [`ERRORS_SWEEP`] entries; else the
+    /// next [`ERRORS_SWEEP`] IDs after the cursor, in ID order, starting over after the
+    /// last.
+    fn sweep_errors(&mut self, keep: usize) {
+        let n = self.errors.len();
+        if n <= ERRORS_SWEEP {
+            // A whole pass is possible: a pass under way is moot.
+            self.errors_cursor = None;
+        }
+        if n <= keep {
+            return;
+        }
+        let examined: Vec<String> = if n <= ERRORS_SWEEP {
+            self.errors.keys().cloned().collect()
+        } else {
+            let after = match &self.errors_cursor {
+                Some(id) => Bound::Excluded(id.clone()),
+                None => Bound::Unbounded,
+            };
+            let page: Vec<String> = self
+                .errors
+                .range::<String, _>((after, Bound::Unbounded))
+                .take(ERRORS_SWEEP)
+                .map(|(id, _)| id.clone())
+                .collect();
+            // A short page reached the last ID: the pass is complete.
+            self.errors_cursor = if page.len() < ERRORS_SWEEP {
+                None
+            } else {
+                page.last().cloned()
+            };
+            page
+        };
+        for id in examined {
+            if !self.data.contains_key(&id) {
+                self.errors.remove(&id);
+            }
+        }
     }
 
     fn snapshot(&self) -> QueueSnapshot {
@@ -199,6 +253,7 @@ impl QueueState {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             orphaned: self.orphaned.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            errors: self.errors.clone(),
         }
     }
 }
@@ -360,6 +415,19 @@ impl MemoryBackend {
     /// Appends `id` to the active list as it is (no data written, no signal set).
     pub fn push_raw_active(&self, queue: &QueueName, id: &str) {
         self.edit(queue, |q| q.active.push_back(id.to_owned()));
+    }
+
+    /// Acks `id` as a Go CurlyQ consumer does: if it is in the consumer's in-flight set,
+    /// removes it there and deletes its data, touching none of curlyq's own keys (its
+    /// orphan count and last error stay behind). Returns whether it was owned.
+    pub fn go_ack(&self, queue: &QueueName, consumer: &ConsumerId, id: &str) -> bool {
+        self.edit(queue, |q| {
+            let owned = q.disown(consumer.as_str(), id);
+            if owned {
+                q.data.remove(id);
+            }
+            owned
+        })
     }
 
     /// Whether the signal of `queue` is set.
@@ -568,6 +636,7 @@ impl QueueBackend for MemoryBackend {
                     if owned {
                         q.data.remove(id);
                         q.orphaned.remove(id);
+                        q.errors.remove(id);
                     }
                     owned
                 })
@@ -593,6 +662,10 @@ impl QueueBackend for MemoryBackend {
                         q.scheduled.insert(&job.id, job.at);
                         q.data.insert(job.id.clone(), job.data.clone());
                         q.orphaned.remove(&job.id);
+                        match &job.error {
+                            Some(error) => q.errors.insert(job.id.clone(), error.clone()),
+                            None => q.errors.remove(&job.id),
+                        };
                     }
                     owned
                 })
@@ -710,6 +783,11 @@ impl QueueBackend for MemoryBackend {
                 q.data.remove(id);
                 q.reasons.remove(id);
                 q.orphaned.remove(id);
+                q.errors.remove(id);
+            }
+            // Redis sends no script at all for max_jobs 0.
+            if trim.max_jobs > 0 {
+                q.sweep_errors(trim.keep_at_most);
             }
             Ok(victims.len())
         })

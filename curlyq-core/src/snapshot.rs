@@ -26,6 +26,8 @@ pub struct QueueSnapshot {
     pub reasons: BTreeMap<String, String>,
     /// `Q:orphaned`: job ID -> times its consumer was reaped while holding it.
     pub orphaned: BTreeMap<String, u32>,
+    /// `Q:errors`: job ID -> why its last run failed, for jobs waiting for a retry.
+    pub errors: BTreeMap<String, String>,
 }
 
 impl QueueSnapshot {

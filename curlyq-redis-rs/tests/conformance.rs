@@ -20,3 +20,25 @@ fn redis_backend_conforms_to_the_model() {
     });
     eprintln!("{report}");
 }
+
+/// The hand-written sequence through every path of the last errors (which random
+/// sequences rarely take) agrees with the model step by step.
+#[test]
+fn redis_backend_replays_the_last_error_paths() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let url = server.url();
+    let replayed = conformance::replay(
+        || {
+            let url = url.clone();
+            async move {
+                RedisBackend::connect(&url)
+                    .await
+                    .expect("connect to the test server")
+            }
+        },
+        &conformance::last_error_paths(),
+    );
+    if let Err(failure) = replayed {
+        panic!("{failure}");
+    }
+}

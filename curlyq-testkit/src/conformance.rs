@@ -7,8 +7,8 @@
 //! invariants below on the backend (and on the model), then compares the two replies and
 //! the two [`QueueSnapshot`]s: the active list in order, the scheduled and dead sets with
 //! their scores, the consumers with their heartbeats, every consumer's in-flight set, the
-//! stored bytes of every job (so its attempt), the dead reasons, the orphan counters and
-//! the signal. When a case fails, proptest shrinks it to a short sequence, which is
+//! stored bytes of every job (so its attempt), the dead reasons, the orphan counters, the
+//! last errors of retried jobs and the signal. When a case fails, proptest shrinks it to a short sequence, which is
 //! replayed once more to give a readable [`Failure`]: the operations, the concrete calls
 //! they became and the replies, up to the step that went wrong.
 //!
@@ -41,6 +41,10 @@
 //!    take that succeeds puts every job it returns in that consumer's in-flight set.
 //! 6. **Orphans only move from expired consumers.** `requeue_orphans` takes jobs only from
 //!    (and removes only) consumers whose last heartbeat is at or before `expired_before`.
+//! 7. **A last error belongs to a job waiting for a run.** Every ID with a last error has
+//!    data and is not dead. A last error is written only by a retry of its owner (the
+//!    error that retry sent), and removed only by its owner's ack, kill or retry without
+//!    an error, by a crash-loop kill in `requeue_orphans`, or by `trim_dead`.
 //!
 //! Then the replies and the whole snapshots must equal the model's.
 //!
@@ -54,9 +58,12 @@
 //!
 //! # Where backends may legitimately differ
 //!
-//! Nowhere: the contract fixes every choice. In particular `requeue_orphans` takes the
-//! jobs of one consumer in ascending ID order (byte order), and sorted-set ties are
-//! ordered by member bytes, as Redis orders them.
+//! Nowhere the suite goes: the contract fixes every choice. In particular
+//! `requeue_orphans` takes the jobs of one consumer in ascending ID order (byte order),
+//! and sorted-set ties are ordered by member bytes, as Redis orders them. The one choice
+//! the contract leaves to the backend, which last errors a `trim_dead` call examines
+//! when there are more than [`ERRORS_SWEEP`](curlyq_core::ERRORS_SWEEP) of them, is out
+//! of the reach of a pool of [`JOB_IDS`] IDs (the contract's `go` checks cover it).
 //!
 //! # Number of cases
 //!
@@ -224,12 +231,15 @@ pub enum Op {
         jobs: Vec<Pick>,
     },
     /// `retry` of a batch, each with the model's stored job with its attempt + 1, at
-    /// `clock + offset`.
+    /// `clock + offset`, with the error of the failed run: `Some(n)` sends the message
+    /// numbered `n` (a 1,024-byte one, the longest a consumer sends, when `n % 4 == 3`),
+    /// `None` sends none. Generated sequences take the error from the offset: none for a
+    /// negative one.
     Retry {
         /// Who retries.
         consumer: ConsumerRef,
-        /// The jobs, with their offsets.
-        jobs: Vec<(Pick, f64)>,
+        /// The jobs, with their offsets and errors.
+        jobs: Vec<(Pick, f64, Option<u8>)>,
     },
     /// `kill` of a batch at the clock, with the incremented job as new data, or with
     /// `None` (keep the stored bytes) when `keep_data`.
@@ -293,10 +303,25 @@ fn pick() -> impl Strategy<Value = Pick> {
     ]
 }
 
+/// The offsets from the clock that times are drawn from.
+const OFFSETS: [f64; 10] = [0.0, 1.0, -1.0, 0.5, 2.5, 10.0, -0.25, 0.1, -100.5, 60.0];
+
 fn offset() -> impl Strategy<Value = f64> {
-    prop::sample::select(vec![
-        0.0, 1.0, -1.0, 0.5, 2.5, 10.0, -0.25, 0.1, -100.5, 60.0,
-    ])
+    prop::sample::select(OFFSETS.to_vec())
+}
+
+/// The error a retry at `offset` sends: none for a negative offset, else the message
+/// numbered by the offset's place in [`OFFSETS`]. Derived rather than drawn, so that the
+/// errors added nothing to the random draws: a seed (a saved regression, a test's fixed
+/// seed) generates the same operations as before retries carried errors.
+fn retry_error(offset: f64) -> Option<u8> {
+    if offset < 0.0 {
+        return None;
+    }
+    OFFSETS
+        .iter()
+        .position(|o| *o == offset)
+        .and_then(|i| u8::try_from(i).ok())
 }
 
 fn small(values: &[usize]) -> impl Strategy<Value = usize> {
@@ -315,7 +340,13 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec((job_ref(), 0..4u8, offset()), 1..=3).prop_map(|jobs| Op::Schedule { jobs }),
         2 => small(&[1, 10, 0, 2]).prop_map(|max| Op::EnqueueDue { max }),
         3 => consumer_ref().prop_map(|consumer| Op::Heartbeat { consumer }),
-        2 => (consumer_ref(), prop::collection::vec((pick(), offset()), 1..=3))
+        2 => (
+            consumer_ref(),
+            prop::collection::vec(
+                (pick(), offset()).prop_map(|(pick, at)| (pick, at, retry_error(at))),
+                1..=3,
+            ),
+        )
             .prop_map(|(consumer, jobs)| Op::Retry { consumer, jobs }),
         2 => (consumer_ref(), batch(3), proptest::bool::weighted(0.25))
             .prop_map(|(consumer, jobs, keep_data)| Op::Kill { consumer, jobs, keep_data }),
@@ -523,11 +554,24 @@ pub const PATHS: &[&str] = &[
     "requeue_orphans that left jobs for later (max_jobs used up)",
     "trim_dead that removed jobs",
     "unregister refused (jobs in flight)",
+    "retry that stored an error",
 ];
 
 /// The paths of [`PATHS`] that one step took, judged by the model.
-fn paths(call: &Call, outcome: &Outcome, after: &QueueSnapshot) -> Vec<&'static str> {
+fn paths(
+    call: &Call,
+    outcome: &Outcome,
+    before: &QueueSnapshot,
+    after: &QueueSnapshot,
+) -> Vec<&'static str> {
     let mut out = Vec::new();
+    if let Call::Retry(_, jobs) = call {
+        for job in jobs {
+            if !before.errors.contains_key(&job.id) && after.errors.contains_key(&job.id) {
+                out.push(PATHS[24]);
+            }
+        }
+    }
     let mut flags = |yes: &'static str, no: &'static str| {
         if let Ok(Reply::Flags(flags)) = outcome {
             for flag in flags {
@@ -606,6 +650,91 @@ fn paths(call: &Call, outcome: &Outcome, after: &QueueSnapshot) -> Vec<&'static 
         _ => {}
     }
     out
+}
+
+/// A hand-written sequence through every path of the last errors (`Q:errors`): stored
+/// (a 1,024-byte one too), replaced and cleared by a retry, cleared by an ack and by a
+/// kill, kept by an orphan's requeue, cleared by a crash-loop kill, and dead jobs
+/// trimmed. Random sequences rarely retry a job, take it again and end it, so replay
+/// this one with [`replay`] beside the random run.
+pub fn last_error_paths() -> Vec<Op> {
+    let (c0, c1) = (ConsumerRef(0), ConsumerRef(1));
+    let job = |n| Pick::Job(JobRef(n));
+    let sweep = |max_orphan_requeues| Op::RequeueOrphans {
+        timeout: 5.0,
+        max_jobs: 50,
+        max_orphan_requeues,
+    };
+    vec![
+        Op::Join { consumer: c0 },
+        Op::Push {
+            jobs: vec![
+                (JobRef(0), 0),
+                (JobRef(1), 0),
+                (JobRef(2), 0),
+                (JobRef(3), 0),
+            ],
+        },
+        Op::Take {
+            consumer: c0,
+            max: 10,
+        },
+        Op::Retry {
+            consumer: c0,
+            jobs: vec![
+                (job(0), 0.0, Some(1)),
+                (job(1), 0.0, Some(3)),
+                (job(2), 0.0, Some(2)),
+                (job(3), 0.0, Some(4)),
+            ],
+        },
+        Op::EnqueueDue { max: 10 },
+        Op::Take {
+            consumer: c0,
+            max: 10,
+        },
+        // Replaced (j0), cleared (j1); a job not owned (j5) writes nothing.
+        Op::Retry {
+            consumer: c0,
+            jobs: vec![
+                (job(0), 0.0, Some(5)),
+                (job(1), 0.0, None),
+                (job(5), 0.0, Some(6)),
+            ],
+        },
+        Op::Ack {
+            consumer: c0,
+            jobs: vec![job(2)],
+        },
+        Op::Kill {
+            consumer: c0,
+            jobs: vec![job(3)],
+            keep_data: false,
+        },
+        Op::EnqueueDue { max: 10 },
+        Op::Take {
+            consumer: c0,
+            max: 10,
+        },
+        // c0 dies holding j0 and j1: requeued, j0 keeping its error.
+        Op::Crash { consumer: c0 },
+        Op::Advance { secs: 31.0 },
+        sweep(0),
+        // c1 takes them and dies too: orphaned twice, killed, j0's error cleared.
+        Op::Join { consumer: c1 },
+        Op::Take {
+            consumer: c1,
+            max: 10,
+        },
+        Op::Crash { consumer: c1 },
+        Op::Advance { secs: 31.0 },
+        sweep(2),
+        Op::TrimDead {
+            older_than: 0.0,
+            keep_at_most: 0,
+            max_jobs: 100,
+        },
+    ]
 }
 
 /// Why a run failed, with the shortest failing sequence found.
@@ -1038,6 +1167,17 @@ struct Harness {
     kills: u32,
 }
 
+/// The error message numbered `n`: a 1,024-byte one (too long for Redis's compact hash
+/// encoding) when `n % 4 == 3`.
+fn error_message(n: u8) -> String {
+    let message = format!("run failed: error #{n}");
+    if n % 4 == 3 {
+        format!("{message} {}", "x".repeat(1023 - message.len()))
+    } else {
+        message
+    }
+}
+
 fn job_bytes(id: &str, payload: u8) -> Vec<u8> {
     Job::new(format!("payload-{payload}").into_bytes())
         .with_id(id)
@@ -1127,10 +1267,10 @@ impl Harness {
             Op::Retry { consumer, jobs } => Call::Retry(
                 consumer.id(),
                 jobs.iter()
-                    .map(|(p, offset)| {
+                    .map(|(p, offset, error)| {
                         let id = self.resolve(model, *consumer, *p);
                         RetryJob {
-                            error: None,
+                            error: error.map(error_message),
                             data: bumped(model, &id),
                             id,
                             at: now + offset,
@@ -1243,7 +1383,7 @@ where
             .await
             .map_err(|e| fail(format!("snapshot after {call} failed: {e}")))?;
         let model_after = model.snapshot(queue);
-        for path in paths(&call, &expected, &model_after) {
+        for path in paths(&call, &expected, &model_before, &model_after) {
             *coverage.entry(path).or_insert(0) += 1;
         }
         check_invariants(&model_before, &model_after, &call, &expected)
@@ -1452,6 +1592,45 @@ fn check_invariants(
             }
         }
     }
+    // 7. A last error belongs to a job waiting for a run.
+    for id in after.errors.keys() {
+        if !after.data.contains_key(id) {
+            return Err(format!("{id} has a last error but no data after {call}"));
+        }
+        if after.dead.iter().any(|(dead, _)| dead == id) {
+            return Err(format!("{id} is dead but kept its last error after {call}"));
+        }
+    }
+    let ids: BTreeSet<&String> = before.errors.keys().chain(after.errors.keys()).collect();
+    for id in ids {
+        let (old, new) = (before.errors.get(id), after.errors.get(id));
+        if old == new {
+            continue;
+        }
+        let owned = |consumer: &ConsumerId| owned_before(before, consumer, id);
+        let allowed = match call {
+            // The first job of the batch with this ID is the one retried.
+            Call::Retry(consumer, jobs) => {
+                owned(consumer)
+                    && jobs
+                        .iter()
+                        .find(|j| &j.id == id)
+                        .is_some_and(|job| job.error.as_ref() == new)
+            }
+            Call::Ack(consumer, ids) => new.is_none() && ids.contains(id) && owned(consumer),
+            Call::Kill(consumer, jobs, _) => {
+                new.is_none() && jobs.iter().any(|j| &j.id == id) && owned(consumer)
+            }
+            Call::RequeueOrphans(_) => new.is_none() && after.dead.iter().any(|(d, _)| d == id),
+            Call::TrimDead(_) => new.is_none(),
+            _ => false,
+        };
+        if !allowed {
+            return Err(format!(
+                "the last error of {id} went from {old:?} to {new:?} by {call}"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -1512,6 +1691,11 @@ fn diff(model: &QueueSnapshot, got: &QueueSnapshot) -> Option<String> {
         "orphaned",
         format!("{:?}", model.orphaned),
         format!("{:?}", got.orphaned),
+    );
+    field(
+        "errors",
+        format!("{:?}", model.errors),
+        format!("{:?}", got.errors),
     );
     let ids: BTreeSet<&String> = model.data.keys().chain(got.data.keys()).collect();
     for id in ids {

@@ -340,3 +340,30 @@ async fn callable_inside_a_runtime() {
     let config = Config::from_env().cases(4);
     conformance::check_with(&config, || async { MemoryBackend::new() }).unwrap();
 }
+
+/// The hand-written sequence through the last errors replays on the model, and takes
+/// the paths it says it takes (checked on the model's state after each part of it).
+#[test]
+fn last_error_paths_replay_on_the_model() {
+    let ops = conformance::last_error_paths();
+    conformance::replay(|| async { MemoryBackend::new() }, &ops).unwrap();
+    // The last errors after the first `n` operations, by ID.
+    let errors_after = |n: usize| {
+        let memory = MemoryBackend::new();
+        let model = memory.clone();
+        conformance::replay(move || std::future::ready(model.clone()), &ops[..n]).unwrap();
+        let queues = memory.queues();
+        assert_eq!(queues.len(), 1, "{queues:?}");
+        let snap = memory.snapshot(&queues[0]);
+        snap.errors.keys().cloned().collect::<Vec<_>>()
+    };
+    assert_eq!(errors_after(4), ["j0", "j1", "j2", "j3"], "stored");
+    assert_eq!(errors_after(7), ["j0", "j2", "j3"], "j1 cleared by a retry");
+    assert_eq!(errors_after(9), ["j0"], "j2 acked, j3 killed");
+    assert_eq!(errors_after(14), ["j0"], "kept by the requeue of j0");
+    assert_eq!(
+        errors_after(19),
+        Vec::<String>::new(),
+        "j0 killed as a crash loop"
+    );
+}

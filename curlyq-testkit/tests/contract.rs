@@ -7,7 +7,7 @@ use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
 };
-use curlyq_testkit::contract::{self, CHECKS, FAULT_CHECKS};
+use curlyq_testkit::contract::{self, CHECKS, FAULT_CHECKS, GO_CHECKS};
 use curlyq_testkit::{Faulty, MemoryBackend};
 
 curlyq_testkit::backend_tests!(|| async { MemoryBackend::new() });
@@ -232,4 +232,78 @@ async fn each_check_runs_alone() {
             .expect("check timed out")
             .unwrap_or_else(|f| panic!("{f}"));
     }
+}
+
+/// The checks beside a Go consumer pass on the model, which is its own Go consumer.
+#[tokio::test]
+async fn go_checks_pass_on_memory() {
+    for check in GO_CHECKS {
+        let backend = MemoryBackend::new();
+        check
+            .run(&backend, &backend, "go:")
+            .await
+            .unwrap_or_else(|f| panic!("{f}"));
+    }
+}
+
+/// The `go` checks have names of their own, each starting with its operation, and a rule.
+#[test]
+fn go_check_names_are_unique_and_start_with_their_operation() {
+    let mut all: Vec<&str> = CHECKS
+        .iter()
+        .map(|c| c.name)
+        .chain(FAULT_CHECKS.iter().map(|c| c.name))
+        .chain(GO_CHECKS.iter().map(|c| c.name))
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        CHECKS.len() + FAULT_CHECKS.len() + GO_CHECKS.len()
+    );
+    for check in GO_CHECKS {
+        assert!(check.name.starts_with("trim_dead_"), "{}", check.name);
+        assert!(!check.rule.is_empty(), "{}", check.name);
+    }
+}
+
+/// A Go consumer's ack on the model deletes the data only: the last error stays behind.
+#[tokio::test]
+async fn a_go_ack_leaves_the_last_error() {
+    let backend = MemoryBackend::new();
+    let queue = QueueName::new("go-ack").unwrap();
+    let c = ConsumerId::from_string("gopher");
+    backend
+        .register(&queue, &c, 1.0, Registration::Join)
+        .await
+        .unwrap();
+    let job = EncodedJob {
+        id: "a".into(),
+        data: b"A".to_vec(),
+    };
+    backend.push(&queue, &[job]).await.unwrap();
+    backend.take(&queue, &c, 1, 1.0).await.unwrap();
+    let retry = RetryJob {
+        id: "a".into(),
+        data: b"A2".to_vec(),
+        at: 1.0,
+        error: Some("boom".into()),
+    };
+    backend.retry(&queue, &c, &[retry]).await.unwrap();
+    backend.enqueue_due(&queue, 1.0, 1).await.unwrap();
+    backend.take(&queue, &c, 1, 1.0).await.unwrap();
+    assert!(backend.go_ack(&queue, &c, "a"));
+    assert!(!backend.go_ack(&queue, &c, "a"), "no longer in flight");
+    let snap = backend.snapshot(&queue);
+    assert!(snap.data.is_empty() && snap.inflight.is_empty(), "{snap:?}");
+    assert_eq!(snap.errors.get("a").map(String::as_str), Some("boom"));
+}
+
+/// A `go` check on a backend with no Go consumer fails, saying what it needs.
+#[test]
+#[should_panic(expected = "needs a GoConsumer")]
+fn a_go_check_without_a_go_consumer_says_so() {
+    contract::run_test("trim_dead_removes_errors_left_by_go", || async {
+        Faulty::new(MemoryBackend::new())
+    });
 }

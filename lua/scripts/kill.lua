@@ -1,10 +1,11 @@
--- kill: move owned failed jobs to the dead set, with a reason.
--- KEYS: inflight, dead, data, reasons, orphaned
+-- kill: move owned failed jobs to the dead set, with a reason (which takes over from
+-- the job's last error: that is removed).
+-- KEYS: inflight, dead, data, reasons, orphaned, errors
 -- ARGV: now, then per job: id, has_data ('1' or '0'), bytes (ignored when has_data is
 --       '0'), reason
 -- Returns an array with one integer per job: 1 if the consumer owned it, else 0.
 local err = curlyq_check({{KEYS[1], 'set'}, {KEYS[2], 'zset'}, {KEYS[3], 'hash'},
-  {KEYS[4], 'hash'}, {KEYS[5], 'hash'}})
+  {KEYS[4], 'hash'}, {KEYS[5], 'hash'}, {KEYS[6], 'hash'}})
 if err then return err end
 
 local result = {}
@@ -17,6 +18,7 @@ for i = 2, #ARGV, 4 do
     end
     redis.call('HSET', KEYS[4], id, ARGV[i + 3])
     redis.call('HDEL', KEYS[5], id)
+    redis.call('HDEL', KEYS[6], id)
     result[#result + 1] = 1
   else
     result[#result + 1] = 0

@@ -1,18 +1,27 @@
--- retry: schedule owned failed jobs for another run, overwriting their data.
--- KEYS: inflight, scheduled, data, orphaned
--- ARGV: id1, at1, bytes1, id2, at2, bytes2, ...   (at = Unix seconds, float)
--- Returns an array with one integer per job: 1 if the consumer owned it, else 0.
+-- retry: schedule owned failed jobs for another run, overwriting their data and
+-- keeping why the run failed (the job's last error, for operators).
+-- KEYS: inflight, scheduled, data, orphaned, errors
+-- ARGV: per job: id, at (Unix seconds, float), bytes, has_error ('1' or '0'), error
+--       (ignored when has_error is '0')
+-- Returns an array with one integer per job: 1 if the consumer owned it, else 0 (and
+-- nothing is written for it, its last error included).
 local err = curlyq_check({{KEYS[1], 'set'}, {KEYS[2], 'zset'}, {KEYS[3], 'hash'},
-  {KEYS[4], 'hash'}})
+  {KEYS[4], 'hash'}, {KEYS[5], 'hash'}})
 if err then return err end
 
 local result = {}
-for i = 1, #ARGV, 3 do
+for i = 1, #ARGV, 5 do
   local id = ARGV[i]
   if redis.call('SREM', KEYS[1], id) == 1 then
     redis.call('ZADD', KEYS[2], ARGV[i + 1], id)
     redis.call('HSET', KEYS[3], id, ARGV[i + 2])
     redis.call('HDEL', KEYS[4], id)
+    -- Without a message the field goes: an earlier run's would pass for this run's.
+    if ARGV[i + 3] == '1' then
+      redis.call('HSET', KEYS[5], id, ARGV[i + 4])
+    else
+      redis.call('HDEL', KEYS[5], id)
+    end
     result[#result + 1] = 1
   else
     result[#result + 1] = 0

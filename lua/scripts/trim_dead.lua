@@ -1,15 +1,35 @@
--- trim_dead: remove old dead jobs with their data, reasons and orphan counts.
--- KEYS: dead, data, reasons, orphaned
--- ARGV: killed_before (Unix seconds, float), keep_at_most, max_jobs (<= 1000)
+-- trim_dead: remove old dead jobs with their data, reasons, orphan counts and last
+-- errors; then last errors whose job is gone.
+-- KEYS: dead, data, reasons, orphaned, errors, errors_cursor
+-- ARGV: killed_before (Unix seconds, float), keep_at_most, max_jobs (<= 1000),
+--       sweep (most fields of errors to examine, 0 = none)
 -- Removes dead jobs killed strictly before killed_before, then (with what is left of
 -- max_jobs) the oldest beyond keep_at_most. Returns the number removed.
+--
+-- Then the sweep of leftover last errors. curlyq removes a job's entry in errors when
+-- it acks, kills or trims the job, but a Go CurlyQ consumer sharing the queue acks by
+-- deleting the data only, so its entry stays: it is removed here once no data is left
+-- for its ID. The work is bounded, and the hot path (ack, retry) never scans:
+-- - nothing happens while errors holds at most keep_at_most fields (one HLEN): that
+--   many leftovers are tolerated, as that many dead jobs are;
+-- - with at most `sweep` fields, all are examined (HKEYS, one HEXISTS each);
+-- - with more, one HSCAN page of about `sweep` fields is examined, from the cursor kept
+--   in errors_cursor (deleted when a pass ends), so every leftover goes within one
+--   whole pass: about HLEN / sweep calls.
+-- The caller sends sweep only in its last call, after all dead jobs are trimmed. An entry
+-- whose job has data is never removed, and the entries removed are not counted.
 local err = curlyq_check({{KEYS[1], 'zset'}, {KEYS[2], 'hash'}, {KEYS[3], 'hash'},
-  {KEYS[4], 'hash'}})
+  {KEYS[4], 'hash'}, {KEYS[5], 'hash'}, {KEYS[6], 'string'}})
 if err then return err end
 
 local keep = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
+local sweep = tonumber(ARGV[4])
 local removed = 0
+-- Read before any write: a cursor that HSCAN would refuse (not written by this script)
+-- restarts the pass rather than fail the call after the dead jobs were trimmed.
+local cursor = redis.call('GET', KEYS[6])
+if not cursor or not string.match(cursor, '^%d+$') or #cursor > 19 then cursor = '0' end
 
 local function remove(ids)
   for i = 1, #ids do
@@ -17,6 +37,7 @@ local function remove(ids)
     redis.call('HDEL', KEYS[2], ids[i])
     redis.call('HDEL', KEYS[3], ids[i])
     redis.call('HDEL', KEYS[4], ids[i])
+    redis.call('HDEL', KEYS[5], ids[i])
   end
   removed = removed + #ids
   budget = budget - #ids
@@ -29,6 +50,31 @@ if budget > 0 then
   local excess = redis.call('ZCARD', KEYS[1]) - keep
   if excess > 0 then
     remove(redis.call('ZRANGE', KEYS[1], 0, math.min(excess, budget) - 1))
+  end
+end
+
+if sweep > 0 then
+  local n = redis.call('HLEN', KEYS[5])
+  -- A whole pass fits in one call: a pass under way is moot.
+  if n <= sweep then redis.call('DEL', KEYS[6]) end
+  if n > keep then
+    local fields = {}
+    if n <= sweep then
+      fields = redis.call('HKEYS', KEYS[5])
+    else
+      local page = redis.call('HSCAN', KEYS[5], cursor, 'COUNT', sweep)
+      for i = 1, #page[2], 2 do fields[#fields + 1] = page[2][i] end
+      if page[1] == '0' then
+        redis.call('DEL', KEYS[6])
+      else
+        redis.call('SET', KEYS[6], page[1])
+      end
+    end
+    local gone = {}
+    for i = 1, #fields do
+      if redis.call('HEXISTS', KEYS[2], fields[i]) == 0 then gone[#gone + 1] = fields[i] end
+    end
+    curlyq_chunked('HDEL', KEYS[5], gone, 1, #gone)
   end
 end
 return removed

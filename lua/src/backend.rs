@@ -488,6 +488,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
             Command::new("LLEN").arg(&keys.signal),
             Command::new("HGETALL").arg(&keys.reasons),
             Command::new("HGETALL").arg(&keys.orphaned),
+            Command::new("HGETALL").arg(&keys.errors),
         ];
         reads.extend(members.iter().map(|m| Command::new("SMEMBERS").arg(m)));
         let mut results = self.transport.transaction(&reads).await?.into_iter();
@@ -530,6 +531,10 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
                     .map_err(|_| invalid("snapshot of orphaned: a count that is not a number"))
             })
             .collect::<Result<_, _>>()?;
+        snap.errors = calls::hash("snapshot of errors", &next("errors")?)?
+            .into_iter()
+            .map(|(id, error)| (id, String::from_utf8_lossy(&error).into_owned()))
+            .collect();
         for member in &members {
             let ids = calls::texts("snapshot of in-flight", &next(member)?)?;
             if !ids.is_empty() {

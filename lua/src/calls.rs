@@ -8,7 +8,7 @@
 
 use curlyq_core::{
     BackendError, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
-    Registration, RetryJob, ScheduledJob, TakenJob, MAX_BATCH,
+    Registration, RetryJob, ScheduledJob, TakenJob, ERRORS_SWEEP, MAX_BATCH,
 };
 
 use crate::transport::Command;
@@ -525,16 +525,7 @@ pub fn kill_not_utf8_calls(
     ids: &[Vec<u8>],
     now: f64,
 ) -> Vec<ScriptCall> {
-    let mut call = ScriptCall::new(
-        ScriptId::Kill,
-        &[
-            inflight,
-            &keys.dead,
-            &keys.data,
-            &keys.reasons,
-            &keys.orphaned,
-        ],
-    );
+    let mut call = ScriptCall::new(ScriptId::Kill, &kill_keys(keys, inflight));
     call.arg(format!("{now}"));
     for id in ids {
         call.arg(id).arg("0").arg("").arg(
@@ -549,7 +540,10 @@ pub fn kill_not_utf8_calls(
 pub fn ack_calls(keys: &Keys, inflight: &str, ids: &[String]) -> Vec<ScriptCall> {
     ids.chunks(MAX_BATCH)
         .map(|chunk| {
-            let mut call = ScriptCall::new(ScriptId::Ack, &[inflight, &keys.data, &keys.orphaned]);
+            let mut call = ScriptCall::new(
+                ScriptId::Ack,
+                &[inflight, &keys.data, &keys.orphaned, &keys.errors],
+            );
             for id in chunk {
                 call.arg(id);
             }
@@ -568,12 +562,22 @@ pub fn retry_calls(
         .map(|chunk| {
             let mut call = ScriptCall::new(
                 ScriptId::Retry,
-                &[inflight, &keys.scheduled, &keys.data, &keys.orphaned],
+                &[
+                    inflight,
+                    &keys.scheduled,
+                    &keys.data,
+                    &keys.orphaned,
+                    &keys.errors,
+                ],
             );
             for job in chunk {
                 call.arg(&job.id)
                     .arg(score("retry time", job.at)?)
                     .arg(&job.data);
+                match &job.error {
+                    Some(error) => call.arg("1").arg(error),
+                    None => call.arg("0").arg(""),
+                };
             }
             Ok(call)
         })
@@ -594,16 +598,7 @@ pub fn kill_calls(
     Ok(jobs
         .chunks(MAX_BATCH)
         .map(|chunk| {
-            let mut call = ScriptCall::new(
-                ScriptId::Kill,
-                &[
-                    inflight,
-                    &keys.dead,
-                    &keys.data,
-                    &keys.reasons,
-                    &keys.orphaned,
-                ],
-            );
+            let mut call = ScriptCall::new(ScriptId::Kill, &kill_keys(keys, inflight));
             call.arg(&now);
             for job in chunk {
                 call.arg(&job.id);
@@ -616,6 +611,18 @@ pub fn kill_calls(
             call
         })
         .collect())
+}
+
+/// The `KEYS` of `kill` by the consumer of in-flight key `inflight`.
+fn kill_keys<'a>(keys: &'a Keys, inflight: &'a str) -> [&'a str; 6] {
+    [
+        inflight,
+        &keys.dead,
+        &keys.data,
+        &keys.reasons,
+        &keys.orphaned,
+        &keys.errors,
+    ]
 }
 
 /// The calls of `give_back` (none for no IDs); parse with [`parse_sum`].
@@ -632,20 +639,36 @@ pub fn give_back_calls(keys: &Keys, inflight: &str, ids: &[String]) -> Vec<Scrip
         .collect()
 }
 
-/// The calls of `trim_dead` (none when `max_jobs` is 0); parse with [`parse_sum`].
+/// The calls of `trim_dead` (none when `max_jobs` is 0); parse with [`parse_sum`]. Only
+/// the last call sweeps `Q:errors` (up to [`ERRORS_SWEEP`] fields), once every dead job
+/// to trim is gone, as the model does it after its whole trim.
 pub fn trim_dead_calls(keys: &Keys, trim: DeadTrim) -> Result<Vec<ScriptCall>, BackendError> {
     if trim.max_jobs == 0 {
         return Ok(Vec::new());
     }
     let killed_before = score("killed_before", trim.killed_before)?;
-    Ok(budgets(trim.max_jobs)
+    let budgets = budgets(trim.max_jobs);
+    let last = budgets.len().saturating_sub(1);
+    Ok(budgets
         .into_iter()
-        .map(|budget| {
+        .enumerate()
+        .map(|(i, budget)| {
             let mut call = ScriptCall::new(
                 ScriptId::TrimDead,
-                &[&keys.dead, &keys.data, &keys.reasons, &keys.orphaned],
+                &[
+                    &keys.dead,
+                    &keys.data,
+                    &keys.reasons,
+                    &keys.orphaned,
+                    &keys.errors,
+                    &keys.errors_cursor,
+                ],
             );
-            call.arg(&killed_before).num(trim.keep_at_most).num(budget);
+            let sweep = if i == last { ERRORS_SWEEP } else { 0 };
+            call.arg(&killed_before)
+                .num(trim.keep_at_most)
+                .num(budget)
+                .num(sweep);
             call
         })
         .collect())
@@ -730,6 +753,7 @@ impl OrphanSweeper {
                 &keys.reasons,
                 &keys.orphaned,
                 &keys.signal,
+                &keys.errors,
             ],
         );
         call.keys.extend(members);
@@ -823,6 +847,72 @@ mod tests {
             assert_eq!(crate::ALL.get(i).map(|(_, s)| *s), Some(id.source()));
             assert_eq!(*id as usize, i);
         }
+    }
+
+    #[test]
+    fn only_the_last_trim_call_sweeps_the_errors() {
+        let keys = Keys::new("{q}");
+        let trim = |max_jobs| DeadTrim {
+            killed_before: 1.0,
+            keep_at_most: 5,
+            max_jobs,
+        };
+        let sweeps = |max_jobs| {
+            trim_dead_calls(&keys, trim(max_jobs)).map(|calls| {
+                calls
+                    .iter()
+                    .map(|call| call.args.get(3).cloned().unwrap_or_default())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let sweep = ERRORS_SWEEP.to_string().into_bytes();
+        assert_eq!(sweeps(0).ok(), Some(vec![]));
+        assert_eq!(sweeps(10).ok(), Some(vec![sweep.clone()]));
+        assert_eq!(
+            sweeps(2 * MAX_BATCH + 1).ok(),
+            Some(vec![b"0".to_vec(), b"0".to_vec(), sweep])
+        );
+        let calls = trim_dead_calls(&keys, trim(1)).unwrap_or_default();
+        let declared: Vec<&[u8]> = calls
+            .iter()
+            .flat_map(|c| &c.keys)
+            .map(Vec::as_slice)
+            .collect();
+        assert!(declared.contains(&&b"{q}:errors"[..]), "{declared:?}");
+        assert!(
+            declared.contains(&&b"{q}:errors:cursor"[..]),
+            "{declared:?}"
+        );
+    }
+
+    #[test]
+    fn retry_sends_whether_there_is_an_error() {
+        let keys = Keys::new("{q}");
+        let job = |id: &str, error: Option<&str>| RetryJob {
+            id: id.into(),
+            data: b"d".to_vec(),
+            at: 2.5,
+            error: error.map(str::to_owned),
+        };
+        let calls = retry_calls(
+            &keys,
+            "{q}:inflight:c",
+            &[job("a", Some("boom")), job("b", None)],
+        )
+        .unwrap_or_default();
+        let args: Vec<&[u8]> = calls
+            .iter()
+            .flat_map(|c| &c.args)
+            .map(Vec::as_slice)
+            .collect();
+        let expected: [&[u8]; 10] = [
+            b"a", b"2.5", b"d", b"1", b"boom", b"b", b"2.5", b"d", b"0", b"",
+        ];
+        assert_eq!(args, expected);
+        assert_eq!(
+            calls.first().and_then(|c| c.keys.last()).map(Vec::as_slice),
+            Some(&b"{q}:errors"[..])
+        );
     }
 
     #[test]

@@ -122,10 +122,10 @@ script!(
 );
 
 script!(
-    /// Acknowledges owned jobs: removes each from the in-flight set, deletes its data and
-    /// its orphan count.
+    /// Acknowledges owned jobs: removes each from the in-flight set, deletes its data, its
+    /// orphan count and its last error.
     ///
-    /// - KEYS: `inflight`, `data`, `orphaned`
+    /// - KEYS: `inflight`, `data`, `orphaned`, `errors`
     /// - ARGV: `id1, id2, ...`
     /// - Returns: an array of integers, per ID 1 if it was owned, else 0 (untouched).
     ACK,
@@ -134,10 +134,11 @@ script!(
 
 script!(
     /// Schedules owned failed jobs for another run: removes each from in-flight, adds it
-    /// to the scheduled set, overwrites its data and clears its orphan count.
+    /// to the scheduled set, overwrites its data, clears its orphan count and stores why
+    /// the run failed as its last error (or removes the last error when none is given).
     ///
-    /// - KEYS: `inflight`, `scheduled`, `data`, `orphaned`
-    /// - ARGV: `id1, at1, bytes1, id2, at2, bytes2, ...`
+    /// - KEYS: `inflight`, `scheduled`, `data`, `orphaned`, `errors`
+    /// - ARGV: per job `id, at, bytes, has_error ("1" or "0"), error`
     /// - Returns: an array of integers, per job 1 if it was owned, else 0 (untouched).
     RETRY,
     "retry.lua"
@@ -146,9 +147,9 @@ script!(
 script!(
     /// Moves owned failed jobs to the dead set: removes each from in-flight, adds it to
     /// `dead` with score `now`, overwrites its data when given, records the reason and
-    /// clears its orphan count.
+    /// clears its orphan count and its last error.
     ///
-    /// - KEYS: `inflight`, `dead`, `data`, `reasons`, `orphaned`
+    /// - KEYS: `inflight`, `dead`, `data`, `reasons`, `orphaned`, `errors`
     /// - ARGV: `now`, then per job `id, has_data ("1" or "0"), bytes, reason`
     /// - Returns: an array of integers, per job 1 if it was owned, else 0 (untouched).
     KILL,
@@ -171,14 +172,14 @@ script!(
     /// (`ZRANGEBYSCORE consumers -inf expired_before LIMIT 0 n`, oldest first) and passes
     /// their in-flight keys; the script re-checks each one's score and skips any consumer
     /// that heartbeated meanwhile or is gone. Each job taken (up to `max_jobs` in all) has
-    /// its count in `orphaned` incremented and is appended to `active`, or, once the count
-    /// reaches `max_orphan_requeues` (when non-zero), moved to `dead` with a reason. The
-    /// jobs of one consumer are taken in ascending ID order (byte order). An
-    /// expired consumer whose in-flight set is empty is removed from `consumers`. Sets the
-    /// signal if any job was requeued.
+    /// its count in `orphaned` incremented and is appended to `active` (keeping its last
+    /// error), or, once the count reaches `max_orphan_requeues` (when non-zero), moved to
+    /// `dead` with a reason (its last error removed). The jobs of one consumer are taken
+    /// in ascending ID order (byte order). An expired consumer whose in-flight set is
+    /// empty is removed from `consumers`. Sets the signal if any job was requeued.
     ///
-    /// - KEYS: `consumers`, `active`, `dead`, `reasons`, `orphaned`, `signal`, then the
-    ///   in-flight keys of the consumers to visit, in order
+    /// - KEYS: `consumers`, `active`, `dead`, `reasons`, `orphaned`, `signal`, `errors`,
+    ///   then the in-flight keys of the consumers to visit, in order
     /// - ARGV: `expired_before`, `max_jobs`, `max_orphan_requeues`, `now`
     /// - Returns: `{requeued, killed, consumers_removed}`.
     REQUEUE_ORPHANS,
@@ -187,12 +188,16 @@ script!(
 
 script!(
     /// Removes dead jobs killed strictly before `killed_before`, then, with what is left
-    /// of `max_jobs`, the oldest beyond `keep_at_most`; each with its data, reason and
-    /// orphan count.
+    /// of `max_jobs`, the oldest beyond `keep_at_most`; each with its data, reason,
+    /// orphan count and last error. Then, when `sweep` is not 0 and `errors` holds more
+    /// than `keep_at_most` fields, removes the last errors whose job has no data (a Go
+    /// CurlyQ ack deletes the data only): all fields are examined when there are at most
+    /// `sweep`, else one `HSCAN` page of about `sweep` fields from the cursor kept in
+    /// `errors_cursor`.
     ///
-    /// - KEYS: `dead`, `data`, `reasons`, `orphaned`
-    /// - ARGV: `killed_before`, `keep_at_most`, `max_jobs`
-    /// - Returns: the number removed.
+    /// - KEYS: `dead`, `data`, `reasons`, `orphaned`, `errors`, `errors_cursor`
+    /// - ARGV: `killed_before`, `keep_at_most`, `max_jobs`, `sweep`
+    /// - Returns: the number of dead jobs removed.
     TRIM_DEAD,
     "trim_dead.lua"
 );
@@ -244,6 +249,12 @@ pub struct Keys {
     /// `Q:orphaned` (new in curlyq): hash, job ID -> times its consumer was reaped while
     /// holding it.
     pub orphaned: String,
+    /// `Q:errors` (new in curlyq): hash, job ID -> the last error of a job waiting for a
+    /// retry.
+    pub errors: String,
+    /// `Q:errors:cursor` (new in curlyq): string, the `HSCAN` cursor of a sweep of
+    /// `Q:errors` under way.
+    pub errors_cursor: String,
     inflight_prefix: String,
 }
 
@@ -259,6 +270,8 @@ impl Keys {
             signal: format!("{queue}:signal"),
             reasons: format!("{queue}:dead:reasons"),
             orphaned: format!("{queue}:orphaned"),
+            errors: format!("{queue}:errors"),
+            errors_cursor: format!("{queue}:errors:cursor"),
             inflight_prefix: format!("{queue}:inflight:"),
         }
     }
@@ -288,6 +301,8 @@ mod tests {
         let keys = Keys::new("{q}");
         assert_eq!(keys.data, "{q}:data");
         assert_eq!(keys.reasons, "{q}:dead:reasons");
+        assert_eq!(keys.errors, "{q}:errors");
+        assert_eq!(keys.errors_cursor, "{q}:errors:cursor");
         assert_eq!(keys.inflight("c1"), "{q}:inflight:c1");
     }
 }

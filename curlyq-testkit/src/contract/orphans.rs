@@ -274,3 +274,57 @@ pub(super) async fn orphan_count_cleared_when_job_ends(
     );
     Ok(())
 }
+
+pub(super) async fn requeue_orphans_keeps_or_clears_the_last_error(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
+    let first = consumer("first");
+    join(b, q, &first, 10.0).await?;
+    b.push(q, &jobs(&["a", "b"])).await.ctx("push")?;
+    b.take(q, &first, 2, 1_700_000_000.0).await.ctx("take")?;
+    retried_with_errors(b, q, &first, &first, &["a", "b"]).await?;
+    // "first" stops heartbeating (last at 10): both jobs are orphaned once, requeued.
+    let report = b
+        .requeue_orphans(q, sweep(20.0, 10, 2))
+        .await
+        .ctx("requeue_orphans")?;
+    ensure_eq!(
+        (report.requeued, report.killed),
+        (2, 0),
+        "first sweep (requeued, killed)"
+    );
+    ensure_eq!(
+        last_errors(b, q).await?,
+        errors_of(&[("a", "failed a"), ("b", "failed b")]),
+        "last errors of requeued orphans"
+    );
+    // "second" takes a and dies too: a is orphaned a second time, killed.
+    let second = consumer("second");
+    join(b, q, &second, 30.0).await?;
+    let taken = b.take(q, &second, 1, 1_700_000_000.0).await.ctx("take")?;
+    ensure_eq!(ids_of(&taken), strings(&["a"]), "job taken by second");
+    let report = b
+        .requeue_orphans(q, sweep(40.0, 10, 2))
+        .await
+        .ctx("requeue_orphans")?;
+    ensure_eq!(
+        (report.requeued, report.killed),
+        (0, 1),
+        "second sweep (requeued, killed)"
+    );
+    let snap = b.snapshot(q).await.ctx("snapshot")?;
+    ensure_eq!(
+        snap.errors,
+        errors_of(&[("b", "failed b")]),
+        "last errors after a crash-loop kill of a"
+    );
+    ensure!(
+        snap.reasons
+            .get("a")
+            .is_some_and(|r| r.starts_with("orphaned 2 times")),
+        "dead reason of a: {:?}",
+        snap.reasons.get("a")
+    );
+    Ok(())
+}

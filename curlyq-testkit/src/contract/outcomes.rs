@@ -212,3 +212,144 @@ pub(super) async fn give_back_only_owned(b: &dyn QueueBackend, q: &QueueName) ->
     );
     Ok(())
 }
+
+pub(super) async fn retry_keeps_the_last_error(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+    let (owner, _) = owned_setup(b, q, &["a", "b"]).await?;
+    ensure_eq!(
+        last_errors(b, q).await?,
+        errors_of(&[]),
+        "last errors before any retry"
+    );
+    retried_with_errors(b, q, &owner, &owner, &["a", "b"]).await?;
+    // The longest message a consumer sends (1,024 bytes), not all ASCII.
+    let long = format!("échec {}", "x".repeat(1024 - "échec ".len()));
+    ensure_eq!(long.len(), 1024, "length of the long message");
+    let retried = b
+        .retry(
+            q,
+            &owner,
+            &[failed("a", 20.0, Some(&long)), failed("b", 20.0, None)],
+        )
+        .await
+        .ctx("retry")?;
+    ensure_eq!(retried, vec![true, true], "second retry of a and b");
+    ensure_eq!(
+        last_errors(b, q).await?,
+        errors_of(&[("a", &long)]),
+        "after a retry of a with a new error and of b without one"
+    );
+    Ok(())
+}
+
+pub(super) async fn retry_not_owned_writes_no_error(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
+    let (owner, other) = owned_setup(b, q, &["a"]).await?;
+    ensure_eq!(
+        b.retry(q, &other, &[failed("a", 10.0, Some("not mine"))])
+            .await
+            .ctx("retry")?,
+        vec![false],
+        "retry of a by another consumer"
+    );
+    ensure_eq!(
+        b.retry(q, &owner, &[failed("zzz", 10.0, Some("unknown"))])
+            .await
+            .ctx("retry")?,
+        vec![false],
+        "retry of an unknown ID"
+    );
+    ensure_eq!(
+        last_errors(b, q).await?,
+        errors_of(&[]),
+        "last errors after retries of jobs not owned"
+    );
+    ensure_eq!(
+        b.retry(
+            q,
+            &owner,
+            &[
+                failed("a", 10.0, Some("mine")),
+                failed("a", 10.0, Some("again"))
+            ]
+        )
+        .await
+        .ctx("retry")?,
+        vec![true, false],
+        "retry of a by its owner, twice in one batch"
+    );
+    ensure_eq!(
+        last_errors(b, q).await?,
+        errors_of(&[("a", "mine")]),
+        "the second retry of a (no longer owned) wrote nothing"
+    );
+    Ok(())
+}
+
+pub(super) async fn ack_clears_the_last_error(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+    let (owner, other) = owned_setup(b, q, &["a", "b", "c"]).await?;
+    retried_with_errors(b, q, &owner, &owner, &["a", "b", "c"]).await?;
+    ensure_eq!(
+        b.ack(q, &other, &strings(&["a"])).await.ctx("ack")?,
+        vec![false],
+        "ack of a by another consumer"
+    );
+    ensure_eq!(
+        last_errors(b, q).await?.len(),
+        3,
+        "last errors after an ack of a job not owned"
+    );
+    ensure_eq!(
+        b.ack(q, &owner, &strings(&["a", "b"])).await.ctx("ack")?,
+        vec![true, true],
+        "ack of a and b by the owner"
+    );
+    ensure_eq!(
+        last_errors(b, q).await?,
+        errors_of(&[("c", "failed c")]),
+        "last errors after the ack of a and b"
+    );
+    Ok(())
+}
+
+pub(super) async fn kill_clears_the_last_error(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+    let (owner, other) = owned_setup(b, q, &["a", "b", "c"]).await?;
+    retried_with_errors(b, q, &owner, &owner, &["a", "b", "c"]).await?;
+    let kill = |id: &str, data: Option<&str>| KillJob {
+        id: id.into(),
+        data: data.map(|d| d.as_bytes().to_vec()),
+        reason: format!("killed {id}"),
+    };
+    ensure_eq!(
+        b.kill(q, &other, &[kill("a", Some("x"))], 20.0)
+            .await
+            .ctx("kill")?,
+        vec![false],
+        "kill of a by another consumer"
+    );
+    ensure_eq!(
+        last_errors(b, q).await?.len(),
+        3,
+        "last errors after a kill of a job not owned"
+    );
+    ensure_eq!(
+        b.kill(q, &owner, &[kill("a", Some("new")), kill("b", None)], 20.0)
+            .await
+            .ctx("kill")?,
+        vec![true, true],
+        "kill of a (new data) and b (data kept) by the owner"
+    );
+    let snap = b.snapshot(q).await.ctx("snapshot")?;
+    ensure_eq!(
+        snap.errors,
+        errors_of(&[("c", "failed c")]),
+        "last errors after the kill of a and b"
+    );
+    ensure_eq!(
+        snap.reasons.get("a").map(String::as_str),
+        Some("killed a"),
+        "dead reason of a"
+    );
+    Ok(())
+}
