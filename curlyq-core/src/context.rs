@@ -72,7 +72,8 @@ pub(crate) type RequestSender = mpsc::UnboundedSender<(RunId, HandlerRequest)>;
 #[derive(Clone)]
 pub struct JobContext {
     inner: Arc<Inner>,
-    cancel: Shared<oneshot::Receiver<CancelReason>>,
+    /// `None` for a detached context, whose signal never fires.
+    cancel: Option<Shared<oneshot::Receiver<CancelReason>>>,
 }
 
 struct Inner {
@@ -84,8 +85,6 @@ struct Inner {
     timeout: Mutex<Option<Duration>>,
     run: RunId,
     requests: Option<RequestSender>,
-    /// A detached context keeps its own handle, so its signal never fires.
-    _detached: Option<Mutex<CancelHandle>>,
 }
 
 impl fmt::Debug for JobContext {
@@ -141,9 +140,8 @@ impl JobContext {
                 timeout: Mutex::new(parts.timeout),
                 run: parts.run,
                 requests: parts.requests,
-                _detached: None,
             }),
-            cancel: rx.shared(),
+            cancel: Some(rx.shared()),
         };
         (ctx, CancelHandle(Some(tx)))
     }
@@ -166,7 +164,7 @@ impl JobContext {
         queue: QueueName,
         consumer: ConsumerId,
     ) -> JobContext {
-        let (mut ctx, handle) = JobContext::new(ContextParts {
+        let (mut ctx, _never_fired) = JobContext::new(ContextParts {
             job_id: job_id.into(),
             attempt,
             queue,
@@ -176,9 +174,7 @@ impl JobContext {
             run: RunId(0),
             requests: None,
         });
-        if let Some(inner) = Arc::get_mut(&mut ctx.inner) {
-            inner._detached = Some(Mutex::new(handle));
-        }
+        ctx.cancel = None;
         ctx
     }
 
@@ -247,7 +243,7 @@ impl JobContext {
 
     /// Why the cancellation signal fired, if it did.
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        match self.cancel.peek() {
+        match self.cancel.as_ref().and_then(Shared::peek) {
             Some(Ok(reason)) => Some(*reason),
             _ => None,
         }
@@ -256,10 +252,13 @@ impl JobContext {
     /// Completes when the cancellation signal fires, with its reason; never completes
     /// if it does not (race it against the work with `select`).
     pub async fn cancelled(&self) -> CancelReason {
-        match self.cancel.clone().await {
-            Ok(reason) => reason,
-            // The run ended and its handle went away without firing.
-            Err(_) => std::future::pending().await,
+        match self.cancel.clone() {
+            Some(cancel) => match cancel.await {
+                Ok(reason) => reason,
+                // The run ended and its handle went away without firing.
+                Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
         }
     }
 }

@@ -400,12 +400,14 @@ impl MemoryBackend {
 
     /// Deletes the data field of job `id` (simulates a job whose data went missing).
     /// Returns whether there was one.
+    #[cfg(feature = "test-hooks")]
     pub fn remove_data(&self, queue: &QueueName, id: &str) -> bool {
         self.edit(queue, |q| q.data.remove(id).is_some())
     }
 
     /// Writes `bytes` as the data of job `id` as they are (poison bytes, a job written by
     /// another program), touching nothing else.
+    #[cfg(feature = "test-hooks")]
     pub fn put_raw_data(&self, queue: &QueueName, id: &str, bytes: impl Into<Vec<u8>>) {
         self.edit(queue, |q| {
             q.data.insert(id.to_owned(), bytes.into());
@@ -413,6 +415,7 @@ impl MemoryBackend {
     }
 
     /// Appends `id` to the active list as it is (no data written, no signal set).
+    #[cfg(feature = "test-hooks")]
     pub fn push_raw_active(&self, queue: &QueueName, id: &str) {
         self.edit(queue, |q| q.active.push_back(id.to_owned()));
     }
@@ -420,6 +423,7 @@ impl MemoryBackend {
     /// Acks `id` as a Go CurlyQ consumer does: if it is in the consumer's in-flight set,
     /// removes it there and deletes its data, touching none of curlyq's own keys (its
     /// orphan count and last error stay behind). Returns whether it was owned.
+    #[cfg(feature = "test-hooks")]
     pub fn go_ack(&self, queue: &QueueName, consumer: &ConsumerId, id: &str) -> bool {
         self.edit(queue, |q| {
             let owned = q.disown(consumer.as_str(), id);
@@ -438,6 +442,7 @@ impl MemoryBackend {
     }
 
     /// Sets or clears the signal directly (waking waiters when set).
+    #[cfg(feature = "test-hooks")]
     pub fn set_signal(&self, queue: &QueueName, signal: bool) {
         self.edit(queue, |q| {
             if signal {

@@ -853,6 +853,18 @@ where
     outcome.and_then(|result| result)
 }
 
+/// [`replay`] that panics with the failure (for a test of a backend of your own).
+pub fn assert_replays<B, F, Fut>(factory: F, ops: &[Op])
+where
+    B: QueueBackend,
+    F: Fn() -> Fut + Sync,
+    Fut: Future<Output = B>,
+{
+    if let Err(failure) = replay(factory, ops) {
+        panic!("{failure}");
+    }
+}
+
 /// Replays one sequence of operations (a regression test of a failure found earlier)
 /// and reports how it went.
 pub fn replay<B, F, Fut>(factory: F, ops: &[Op]) -> Result<(), Failure>

@@ -133,22 +133,9 @@ impl World {
         H: Fn(Job) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        let (stop, stopped) = async_channel::bounded::<()>(1);
-        let (done_tx, done) = async_channel::bounded(1);
-        let c = consumer.clone();
-        self.clock.spawn(Box::pin(async move {
-            let result = c
-                .run(handler, async move {
-                    let _ = stopped.recv().await;
-                })
-                .await;
-            let _ = done_tx.send(result).await;
-        }));
-        Running {
-            consumer,
-            stop,
-            done,
-        }
+        self.start_run(consumer, move |c, stop| async move {
+            c.run(handler, stop).await
+        })
     }
 }
 

@@ -87,13 +87,8 @@ impl Jobs {
         self.timers.first().map(|(at, _)| *at)
     }
 
-    /// Clears the timer of `run`.
-    pub(super) fn clear_timer(&mut self, run: RunId) {
-        self.set_timer(run, None);
-    }
-
     /// Sets (or with `None` clears) the timer of `run`.
-    fn set_timer(&mut self, run: RunId, at: Option<SystemTime>) {
+    pub(super) fn set_timer(&mut self, run: RunId, at: Option<SystemTime>) {
         let Some(slot) = self.slots.get_mut(&run) else {
             return;
         };
@@ -363,10 +358,11 @@ impl ConsumerCore {
         let attempt = next.attempt;
         next.attempt = attempt.saturating_add(1);
         let o = &self.opts;
-        let (max_attempts, max_backoff) = (o.job_max_attempts, o.job_max_backoff);
+        // `no_retries` is a max of zero attempts: the policy kills at the first failure.
+        let max_attempts = if o.no_retries { 0 } else { o.job_max_attempts };
+        let max_backoff = o.job_max_backoff;
         let jitter = self.rng.random::<f64>();
         let decision = match asked {
-            _ if o.no_retries => AfterFailure::Kill,
             Asked::Permanent => AfterFailure::Kill,
             Asked::Backoff => after_failure(attempt, max_attempts, max_backoff, jitter, None),
             Asked::RetryAfter(delay) => {

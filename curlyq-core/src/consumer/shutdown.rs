@@ -237,7 +237,7 @@ impl ConsumerCore {
             "curlyq handlers still running after the cancel grace period; dropping them");
         let mut jobs = Vec::with_capacity(runs.len());
         for run in &runs {
-            self.jobs.clear_timer(*run);
+            self.jobs.set_timer(*run, None);
             if let Some(slot) = self.jobs.slots.remove(run) {
                 jobs.push((slot.consumer, slot.id));
             }

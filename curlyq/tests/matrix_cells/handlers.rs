@@ -23,9 +23,9 @@ use super::{matrix_test, Running, World};
 type Stop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl World {
-    /// Starts `run(consumer, shutdown)` as a task of the cell's runtime (for the `run_*`
-    /// methods other than `run`).
-    fn start_run<R, Fut>(&self, consumer: Consumer, run: R) -> Running
+    /// Starts `run(consumer, shutdown)` as a task of the cell's runtime (any of the
+    /// `run_*` methods; [`World::start`] is this with `run`).
+    pub(super) fn start_run<R, Fut>(&self, consumer: Consumer, run: R) -> Running
     where
         R: FnOnce(Consumer, Stop) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), ConsumeError>> + Send + 'static,

@@ -11,32 +11,28 @@ use crate::runtime::unix_seconds;
 use super::super::{BackendCall, CallId, HandlerResult, Input, Reply, RunId};
 use super::{opts, Harness};
 
+/// The pending call that `pick` takes the jobs of (the first, in call order).
+fn pending<T>(h: &Harness, pick: impl Fn(&BackendCall) -> Option<Vec<T>>) -> (CallId, Vec<T>) {
+    h.calls
+        .iter()
+        .find_map(|(id, call)| pick(call).map(|jobs| (*id, jobs)))
+        .expect("such a call")
+}
+
 /// The one kill call's jobs.
 fn killed(h: &Harness) -> (CallId, Vec<crate::backend::KillJob>) {
-    let kill = h
-        .calls
-        .iter()
-        .find(|(_, c)| matches!(c, BackendCall::Kill { .. }))
-        .map(|(id, _)| *id)
-        .expect("a kill call");
-    match h.call(kill) {
-        BackendCall::Kill { jobs, .. } => (kill, jobs.clone()),
-        _ => unreachable!(),
-    }
+    pending(h, |c| match c {
+        BackendCall::Kill { jobs, .. } => Some(jobs.clone()),
+        _ => None,
+    })
 }
 
 /// The one retry call's jobs.
 fn retried(h: &Harness) -> (CallId, Vec<crate::backend::RetryJob>) {
-    let retry = h
-        .calls
-        .iter()
-        .find(|(_, c)| matches!(c, BackendCall::Retry { .. }))
-        .map(|(id, _)| *id)
-        .expect("a retry call");
-    match h.call(retry) {
-        BackendCall::Retry { jobs, .. } => (retry, jobs.clone()),
-        _ => unreachable!(),
-    }
+    pending(h, |c| match c {
+        BackendCall::Retry { jobs, .. } => Some(jobs.clone()),
+        _ => None,
+    })
 }
 
 /// A permanent failure kills at once, with its attempt counted, whatever attempts are
