@@ -148,6 +148,40 @@ impl fmt::Debug for TakenJob {
     }
 }
 
+/// What a take saw of the scheduled set, in the same atomic step (see
+/// [`QueueBackend::take_and_peek`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ScheduledPeek {
+    /// The backend did not look (the provided `take_and_peek` never does).
+    #[default]
+    Unknown,
+    /// Nothing was scheduled.
+    Empty,
+    /// The earliest scheduled job's score (Unix seconds; it may be in the past, when a
+    /// producer that sets no signal, such as Go CurlyQ's, scheduled it).
+    Earliest(f64),
+}
+
+/// What [`QueueBackend::take_and_peek`] answered: the jobs taken, and when the earliest
+/// scheduled job is due.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TakeReport {
+    /// The jobs taken, in order (as [`QueueBackend::take`] returns them).
+    pub jobs: Vec<TakenJob>,
+    /// The scheduled set's earliest score, when the backend looked.
+    pub scheduled: ScheduledPeek,
+}
+
+impl From<Vec<TakenJob>> for TakeReport {
+    /// Jobs taken without a look at the scheduled set.
+    fn from(jobs: Vec<TakenJob>) -> Self {
+        TakeReport {
+            jobs,
+            scheduled: ScheduledPeek::Unknown,
+        }
+    }
+}
+
 /// A failed job to retry later.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryJob {
@@ -322,6 +356,47 @@ pub trait QueueBackend: Send + Sync + 'static {
         max: usize,
         now: f64,
     ) -> Result<Vec<TakenJob>, BackendError>;
+
+    /// [`take`](Self::take), and in the same atomic step a look at the scheduled set: the
+    /// consumer's poller takes through this, so that a job scheduled without a signal
+    /// (Go CurlyQ's producer sets none) is seen at the next take, and the scheduler
+    /// wakes at its due time rather than at its next poll.
+    ///
+    /// # Behavior
+    /// - Takes exactly as [`take`](Self::take) does.
+    /// - `scheduled` is [`ScheduledPeek::Empty`] when nothing is scheduled, else
+    ///   [`ScheduledPeek::Earliest`] with the lowest score in the scheduled set (read
+    ///   after the take, in the same atomic step; taking never changes it).
+    /// - The provided implementation calls [`take`](Self::take) and answers
+    ///   [`ScheduledPeek::Unknown`]; the consumer then relies on its scheduler's poll
+    ///   alone, as before. Override it when the backend can read the set in the same
+    ///   call (it costs a consumer nothing extra: no further call is made).
+    ///
+    /// ```
+    /// use curlyq_core::{MemoryBackend, QueueBackend, QueueName, ScheduledPeek, ConsumerId};
+    /// use curlyq_core::{Registration, ScheduledJob, EncodedJob};
+    /// # futures::executor::block_on(async {
+    /// let backend = MemoryBackend::new();
+    /// let queue = QueueName::new("emails")?;
+    /// let consumer = ConsumerId::from_string("c1");
+    /// backend.register(&queue, &consumer, 1.0, Registration::Join).await?;
+    /// let job = EncodedJob { id: "later".into(), data: b"x".to_vec() };
+    /// backend.schedule(&queue, &[ScheduledJob { job, at: 60.0 }]).await?;
+    /// let report = backend.take_and_peek(&queue, &consumer, 10, 1.0).await?;
+    /// assert!(report.jobs.is_empty());
+    /// assert_eq!(report.scheduled, ScheduledPeek::Earliest(60.0));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    async fn take_and_peek(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        Ok(self.take(queue, consumer, max, now).await?.into())
+    }
 
     /// A new dedicated handle for blocking waits on the queue's signal.
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError>;

@@ -26,7 +26,8 @@ mod snapshot;
 
 pub use backend::{
     ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep, QueueBackend,
-    QueueName, Registration, RetryJob, ScheduledJob, TakenJob, Waiter, ERRORS_SWEEP, MAX_BATCH,
+    QueueName, Registration, RetryJob, ScheduledJob, ScheduledPeek, TakeReport, TakenJob, Waiter,
+    ERRORS_SWEEP, MAX_BATCH,
 };
 pub use backoff::{backoff, backoff_bounds, backoff_with_jitter};
 #[cfg(feature = "msgpack")]

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, Runtime, ScheduledJob,
-    TakenJob, Waiter, ERRORS_SWEEP,
+    ScheduledPeek, TakeReport, TakenJob, Waiter, ERRORS_SWEEP,
 };
 use async_trait::async_trait;
 use event_listener::Event;
@@ -591,8 +591,18 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         consumer: &ConsumerId,
         max: usize,
-        _now: f64,
+        now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
+        Ok(self.take_and_peek(queue, consumer, max, now).await?.jobs)
+    }
+
+    async fn take_and_peek(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        _now: f64,
+    ) -> Result<TakeReport, BackendError> {
         self.op(queue, |q| {
             if !q.consumers.contains(consumer.as_str()) {
                 return Err(BackendError::NotRegistered {
@@ -615,7 +625,14 @@ impl QueueBackend for MemoryBackend {
             if taken.len() < max {
                 q.signal = false;
             }
-            Ok(taken)
+            let scheduled = match q.scheduled.first_score() {
+                Some(score) => ScheduledPeek::Earliest(score),
+                None => ScheduledPeek::Empty,
+            };
+            Ok(TakeReport {
+                jobs: taken,
+                scheduled,
+            })
         })
     }
 

@@ -60,10 +60,14 @@
 //!
 //! Nowhere the suite goes: the contract fixes every choice. In particular
 //! `requeue_orphans` takes the jobs of one consumer in ascending ID order (byte order),
-//! and sorted-set ties are ordered by member bytes, as Redis orders them. The one choice
-//! the contract leaves to the backend, which last errors a `trim_dead` call examines
-//! when there are more than [`ERRORS_SWEEP`](curlyq_core::ERRORS_SWEEP) of them, is out
-//! of the reach of a pool of [`JOB_IDS`] IDs (the contract's `go` checks cover it).
+//! and sorted-set ties are ordered by member bytes, as Redis orders them. The contract
+//! leaves two choices to the backend. Whether `take_and_peek` looks at the scheduled set:
+//! a backend that keeps the provided method answers
+//! [`ScheduledPeek::Unknown`](curlyq_core::ScheduledPeek), which the suite accepts; one
+//! that looks must report what the model reports. And which last errors a `trim_dead`
+//! call examines when there are more than [`ERRORS_SWEEP`](curlyq_core::ERRORS_SWEEP) of
+//! them: out of the reach of a pool of [`JOB_IDS`] IDs (the contract's `go` checks cover
+//! it).
 //!
 //! # Number of cases
 //!
@@ -89,7 +93,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, Job, KillJob, OrphanReport,
     OrphanSweep, QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob,
-    TakenJob,
+    ScheduledPeek, TakenJob,
 };
 use proptest::prelude::{prop, prop_oneof, Just, Strategy};
 use proptest::test_runner::{
@@ -614,8 +618,8 @@ fn paths(
             }
         }
         Call::Take(..) => match outcome {
-            Ok(Reply::Taken(jobs)) if jobs.is_empty() => out.push(PATHS[8]),
-            Ok(Reply::Taken(_)) => out.push(PATHS[7]),
+            Ok(Reply::Taken(jobs, _)) if jobs.is_empty() => out.push(PATHS[8]),
+            Ok(Reply::Taken(..)) => out.push(PATHS[7]),
             Err(Refusal::NotRegistered) => out.push(PATHS[9]),
             _ => {}
         },
@@ -1124,7 +1128,8 @@ enum Reply {
     Flag(bool),
     Count(usize),
     Due(DueReport),
-    Taken(Vec<TakenJob>),
+    /// The jobs, and the peek at the scheduled set.
+    Taken(Vec<TakenJob>, ScheduledPeek),
     Orphans(OrphanReport),
 }
 
@@ -1157,7 +1162,10 @@ async fn apply(backend: &dyn QueueBackend, queue: &QueueName, call: &Call) -> Ou
             .await
             .map(Reply::Flag),
         Call::EnqueueDue(now, max) => backend.enqueue_due(queue, *now, *max).await.map(Reply::Due),
-        Call::Take(c, max) => backend.take(queue, c, *max, 0.0).await.map(Reply::Taken),
+        Call::Take(c, max) => backend
+            .take_and_peek(queue, c, *max, 0.0)
+            .await
+            .map(|r| Reply::Taken(r.jobs, r.scheduled)),
         Call::Ack(c, ids) => backend.ack(queue, c, ids).await.map(Reply::Flags),
         Call::Retry(c, jobs) => backend.retry(queue, c, jobs).await.map(Reply::Flags),
         Call::Kill(c, jobs, now) => backend.kill(queue, c, jobs, *now).await.map(Reply::Flags),
@@ -1382,7 +1390,13 @@ where
             trace.push(format!("{i:>3}: {call}"));
         }
         let expected = apply(&model, queue, &call).await;
-        let got = apply(backend, queue, &call).await;
+        let mut got = apply(backend, queue, &call).await;
+        // A backend may keep the provided `take_and_peek`, which does not look.
+        if let (Ok(Reply::Taken(_, peek @ ScheduledPeek::Unknown)), Ok(Reply::Taken(_, model))) =
+            (&mut got, &expected)
+        {
+            *peek = *model;
+        }
         if let Some(line) = trace.as_deref_mut().and_then(|trace| trace.last_mut()) {
             line.push_str(&format!(" -> {got:?}"));
         }
@@ -1573,7 +1587,7 @@ fn check_invariants(
                 ));
             }
         }
-        if let Ok(Reply::Taken(jobs)) = outcome {
+        if let Ok(Reply::Taken(jobs, _)) = outcome {
             for job in jobs {
                 if !after
                     .inflight

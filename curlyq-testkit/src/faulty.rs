@@ -28,7 +28,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
-    QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
+    QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakeReport,
+    TakenJob, Waiter,
 };
 
 /// One operation of a [`QueueBackend`], as seen by [`Faulty`]'s hooks and call counters
@@ -371,6 +372,21 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
             gate,
             Operation::Take,
             self.inner.take(queue, consumer, max, now).await,
+        )
+    }
+
+    async fn take_and_peek(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        let gate = self.gate(Operation::Take, queue)?;
+        settle(
+            gate,
+            Operation::Take,
+            self.inner.take_and_peek(queue, consumer, max, now).await,
         )
     }
 

@@ -4,7 +4,7 @@
 use curlyq_core::{
     async_trait, BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport,
     OrphanSweep, QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob,
-    TakenJob, Waiter,
+    ScheduledPeek, TakeReport, TakenJob, Waiter,
 };
 use curlyq_testkit::conformance::{self, Config, ConsumerRef, JobRef, Op, Pick};
 use curlyq_testkit::MemoryBackend;
@@ -44,6 +44,8 @@ enum Fault {
     RetryKeepsAttempt,
     /// `give_back` panics.
     GiveBackPanics,
+    /// `take_and_peek` looks, but reports an empty scheduled set whatever it holds.
+    PeekSeesNothing,
 }
 
 /// MemoryBackend with one fault.
@@ -102,6 +104,23 @@ impl QueueBackend for Broken {
             }
             other => other,
         }
+    }
+
+    async fn take_and_peek(
+        &self,
+        q: &QueueName,
+        c: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        if self.fault != Fault::PeekSeesNothing {
+            // The other faults are in `take` itself: look no further, as the provided
+            // method does.
+            return Ok(self.take(q, c, max, now).await?.into());
+        }
+        let mut report = self.inner.take_and_peek(q, c, max, now).await?;
+        report.scheduled = ScheduledPeek::Empty;
+        Ok(report)
     }
 
     async fn waiter(&self, q: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
@@ -287,6 +306,18 @@ fn retry_keeping_the_attempt_is_caught() {
     assert!(failure.message.contains("data of"), "{failure}");
     assert!(
         failure.ops.iter().any(|op| matches!(op, Op::Retry { .. })),
+        "{failure}"
+    );
+}
+
+/// A take that misreports the scheduled set is caught (one that does not look, the
+/// provided method, is accepted: every other fault's backend keeps it).
+#[test]
+fn a_peek_that_misses_scheduled_jobs_is_caught() {
+    let failure = caught(Fault::PeekSeesNothing);
+    assert!(failure.message.contains("Earliest"), "{failure}");
+    assert!(
+        failure.ops.iter().any(|op| matches!(op, Op::Take { .. })),
         "{failure}"
     );
 }

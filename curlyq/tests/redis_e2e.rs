@@ -313,6 +313,52 @@ async fn bad_data_in_redis_goes_to_the_dead_set_and_good_jobs_run() {
 /// pushed the way Go's push script does (data field, active list, signal). A typed Rust
 /// handler gets the struct: Go's HTML escapes (`\u003c`, `\u0026`) and its `null` for a
 /// nil slice included.
+/// Go CurlyQ's producer schedules with a whole-second score and sets no signal. An idle
+/// consumer sees such a job at its next take (one poll duration at most, 1 s here) and
+/// starts it at its due time, not at the scheduler's next poll (5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_scheduled_the_go_way_starts_on_time_on_an_idle_consumer() {
+    let server = RedisServer::start().unwrap();
+    let backend = backend(&server).await;
+    Producer::new(backend.clone(), "gosched")
+        .unwrap()
+        .perform(Job::new("warm-up"))
+        .await
+        .unwrap();
+    let consumer = Consumer::builder("gosched")
+        .poller_poll_duration(Duration::from_secs(1))
+        .build(backend)
+        .unwrap();
+    let (handler, mut rx) = reporting(clock(), |_| common::ok());
+    let mut running = start(consumer, handler);
+    timeout(LIMIT, rx.recv())
+        .await
+        .expect("idle consumer running");
+    // Due in 2 to 3 s, on a whole second: after the consumer's next take.
+    let due = (unix(SystemTime::now()) + 2.0).ceil();
+    let stored = Job::new("scheduled by Go").with_id("go-1").encode();
+    server
+        .command_bytes(&[b"HSET", b"gosched:data", b"go-1", &stored])
+        .unwrap();
+    cmd(
+        &server,
+        &["ZADD", "gosched:scheduled", &format!("{due}"), "go-1"],
+    );
+    let ev = timeout(LIMIT, rx.recv()).await.unwrap().unwrap();
+    assert_eq!(ev.id, "go-1");
+    let lateness = unix(ev.at) - due;
+    assert!(
+        (0.0..0.1).contains(&lateness),
+        "started {lateness:.3}s after its due time"
+    );
+    running.stop();
+    timeout(LIMIT, running.join)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_handler_reads_a_go_producers_json_payload() {
     #[derive(Debug, PartialEq, serde::Deserialize)]

@@ -1,12 +1,16 @@
 -- take: move IDs from the head of the active list into a consumer's in-flight set.
 -- KEYS: active, inflight (the consumer's in-flight key, also its member in consumers),
---       data, signal, consumers
+--       data, signal, consumers, and optionally scheduled (to peek at)
 -- ARGV: max (at most this many jobs, <= 1000)
 -- Returns {id1, data1, id2, data2, ...} (data nil when the job's data field is missing),
 -- or an error reply starting with NOTREG, taking nothing, when the consumer is not in
--- consumers. Clears the signal when fewer than max were taken.
-local err = curlyq_check({{KEYS[1], 'list'}, {KEYS[2], 'set'}, {KEYS[3], 'hash'},
-  {KEYS[4], 'list'}, {KEYS[5], 'zset'}})
+-- consumers. Clears the signal when fewer than max were taken. With the scheduled key,
+-- one more element ends the reply: the earliest scheduled score as a string, or nil
+-- when nothing is scheduled.
+local checks = {{KEYS[1], 'list'}, {KEYS[2], 'set'}, {KEYS[3], 'hash'},
+  {KEYS[4], 'list'}, {KEYS[5], 'zset'}}
+if #KEYS >= 6 then checks[6] = {KEYS[6], 'zset'} end
+local err = curlyq_check(checks)
 if err then return err end
 
 if not redis.call('ZSCORE', KEYS[5], KEYS[2]) then
@@ -34,4 +38,8 @@ if #ids > 0 then
   end
 end
 if #ids < max then redis.call('DEL', KEYS[4]) end
+if #KEYS >= 6 then
+  local first = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+  if #first == 2 then result[#result + 1] = first[2] else result[#result + 1] = false end
+end
 return result

@@ -7,7 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
-    QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakenJob, Waiter,
+    QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakeReport,
+    TakenJob, Waiter,
 };
 
 use crate::calls::{self, OrphanSweeper, Reply, ScriptCall, ScriptId};
@@ -246,6 +247,30 @@ impl<T: Transport> ScriptBackend<T> {
     /// are strings in curlyq, so such a job could be neither run under its ID nor acked.
     /// Killed by their raw bytes, data kept as stored. If that fails they stay in flight
     /// and come back through the custodian once this consumer is gone.
+    /// `take`, and with `peek` the scheduled set's earliest score in the same script.
+    async fn take_from(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+        peek: bool,
+    ) -> Result<TakeReport, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let inflight = keys.inflight(consumer.as_str());
+        let take = calls::take_calls(&keys, &inflight, max, peek);
+        let replies = self.run(&take, Some((queue, consumer))).await?;
+        let taken = calls::parse_take(&replies, peek)?;
+        if !taken.not_utf8.is_empty() {
+            self.kill_not_utf8(&keys, &inflight, &taken.not_utf8, now)
+                .await;
+        }
+        Ok(TakeReport {
+            jobs: taken.jobs,
+            scheduled: taken.scheduled,
+        })
+    }
+
     async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>], now: f64) {
         let kill = calls::kill_not_utf8_calls(keys, inflight, ids, now);
         match self.run(&kill, None).await {
@@ -339,16 +364,17 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         max: usize,
         now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
-        let keys = Keys::new(queue.as_str());
-        let inflight = keys.inflight(consumer.as_str());
-        let take = calls::take_calls(&keys, &inflight, max);
-        let replies = self.run(&take, Some((queue, consumer))).await?;
-        let taken = calls::parse_take(&replies)?;
-        if !taken.not_utf8.is_empty() {
-            self.kill_not_utf8(&keys, &inflight, &taken.not_utf8, now)
-                .await;
-        }
-        Ok(taken.jobs)
+        Ok(self.take_from(queue, consumer, max, now, false).await?.jobs)
+    }
+
+    async fn take_and_peek(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        self.take_from(queue, consumer, max, now, true).await
     }
 
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {

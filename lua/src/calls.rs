@@ -8,7 +8,7 @@
 
 use curlyq_core::{
     BackendError, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
-    Registration, RetryJob, ScheduledJob, TakenJob, ERRORS_SWEEP, MAX_BATCH,
+    Registration, RetryJob, ScheduledJob, ScheduledPeek, TakenJob, ERRORS_SWEEP, MAX_BATCH,
 };
 
 use crate::transport::Command;
@@ -461,21 +461,26 @@ pub fn parse_enqueue_due(replies: &[Reply]) -> Result<DueReport, BackendError> {
 }
 
 /// The calls of `take` by the consumer of in-flight key `inflight` (one per budget);
-/// parse with [`parse_take`].
-pub fn take_calls(keys: &Keys, inflight: &str, max: usize) -> Vec<ScriptCall> {
-    budgets(max)
+/// with `peek`, the last one also reads the scheduled set's earliest score. Parse with
+/// [`parse_take`] (given the same `peek`).
+pub fn take_calls(keys: &Keys, inflight: &str, max: usize, peek: bool) -> Vec<ScriptCall> {
+    let budgets = budgets(max);
+    let last = budgets.len() - 1;
+    budgets
         .into_iter()
-        .map(|budget| {
-            let mut call = ScriptCall::new(
-                ScriptId::Take,
-                &[
-                    &keys.active,
-                    inflight,
-                    &keys.data,
-                    &keys.signal,
-                    &keys.consumers,
-                ],
-            );
+        .enumerate()
+        .map(|(i, budget)| {
+            let mut declared = vec![
+                keys.active.as_str(),
+                inflight,
+                &keys.data,
+                &keys.signal,
+                &keys.consumers,
+            ];
+            if peek && i == last {
+                declared.push(&keys.scheduled);
+            }
+            let mut call = ScriptCall::new(ScriptId::Take, &declared);
             call.num(budget);
             call
         })
@@ -489,13 +494,27 @@ pub struct Taken {
     pub jobs: Vec<TakenJob>,
     /// The raw IDs of taken jobs that are not UTF-8 (kill them with [`kill_not_utf8_calls`]).
     pub not_utf8: Vec<Vec<u8>>,
+    /// What the peek saw ([`ScheduledPeek::Unknown`] without one).
+    pub scheduled: ScheduledPeek,
 }
 
-/// The `{id1, data1, ...}` replies of `take`.
-pub fn parse_take(replies: &[Reply]) -> Result<Taken, BackendError> {
+/// The `{id1, data1, ...}` replies of `take` (the last one ending with the earliest
+/// scheduled score when the calls were made with `peek`).
+pub fn parse_take(replies: &[Reply], peek: bool) -> Result<Taken, BackendError> {
     let mut taken = Taken::default();
-    for reply in replies {
-        let items = array("take", reply)?;
+    let last = replies.len().saturating_sub(1);
+    for (i, reply) in replies.iter().enumerate() {
+        let mut items = array("take", reply)?;
+        if peek && i == last {
+            let (score, rest) = items
+                .split_last()
+                .ok_or_else(|| invalid("take: no earliest scheduled score"))?;
+            taken.scheduled = match optional_score("take", score)? {
+                Some(score) => ScheduledPeek::Earliest(score),
+                None => ScheduledPeek::Empty,
+            };
+            items = rest;
+        }
         if items.len() % 2 != 0 {
             return Err(invalid("take: an odd number of elements"));
         }
@@ -923,8 +942,34 @@ mod tests {
             Reply::Bulk(vec![0xff]),
             Reply::Nil,
         ]);
-        let taken = parse_take(&[reply]).map_err(|e| e.to_string());
+        let taken = parse_take(&[reply], false).map_err(|e| e.to_string());
         let taken = taken.as_ref().map(|t| (t.jobs.len(), t.not_utf8.clone()));
         assert_eq!(taken, Ok((1, vec![vec![0xff]])));
+    }
+
+    #[test]
+    fn a_peeking_take_ends_with_the_earliest_scheduled_score() {
+        let job = || vec![Reply::Bulk(b"a".to_vec()), Reply::Bulk(b"x".to_vec())];
+        let with = |tail: Reply| {
+            let mut items = job();
+            items.push(tail);
+            Reply::Array(items)
+        };
+        let peeked = |replies: &[Reply]| {
+            parse_take(replies, true)
+                .map(|t| (t.jobs.len(), t.scheduled))
+                .map_err(|e| e.to_string())
+        };
+        let score = with(Reply::Bulk(b"1700000000".to_vec()));
+        assert_eq!(
+            peeked(&[score]),
+            Ok((1, ScheduledPeek::Earliest(1_700_000_000.0)))
+        );
+        assert_eq!(peeked(&[with(Reply::Nil)]), Ok((1, ScheduledPeek::Empty)));
+        // Only the last of several budgets' replies carries the score.
+        let two = [Reply::Array(job()), with(Reply::Nil)];
+        assert_eq!(peeked(&two), Ok((2, ScheduledPeek::Empty)));
+        assert!(peeked(&[Reply::Array(Vec::new())]).is_err());
+        assert!(peeked(&[with(Reply::Bulk(b"soon".to_vec()))]).is_err());
     }
 }

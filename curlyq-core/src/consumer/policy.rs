@@ -3,7 +3,7 @@
 //! reaped, how outcomes are grouped into calls, and what becomes of a buffered job.
 //! Nothing here reads a clock or draws a random number: both come in as arguments.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tracing::warn;
@@ -60,6 +60,28 @@ pub(crate) fn scheduler_sleep(
         }
         _ => poll_interval,
     }
+}
+
+/// When the scheduler should step, given its next step at `next_at` and a take's look at
+/// the scheduled set (`earliest` due at that Unix time, `now_unix` being `now`): at the
+/// earliest due time when that is sooner (at once when it has passed), else unchanged.
+/// A scheduler with no step planned (in flight, or stopped) stays as it is.
+pub(crate) fn scheduler_wake_for(
+    next_at: Option<SystemTime>,
+    now: SystemTime,
+    now_unix: f64,
+    earliest: f64,
+) -> Option<SystemTime> {
+    let next = next_at?;
+    // A score too far ahead to represent is never sooner; NaN cannot come from a backend
+    // (scores are parsed), and is treated as due now.
+    let Ok(delay) = Duration::try_from_secs_f64((earliest - now_unix).max(0.0)) else {
+        return Some(next);
+    };
+    Some(match now.checked_add(delay) {
+        Some(at) if at < next => at,
+        _ => next,
+    })
 }
 
 /// How many jobs the poller may take: the consumer holds at most `buffer + concurrency`
@@ -196,6 +218,25 @@ mod tests {
     use rand::SeedableRng;
 
     const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    #[test]
+    fn a_scheduled_job_seen_by_a_take_wakes_the_scheduler_at_its_due_time() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let poll = Some(now + Duration::from_secs(5));
+        let secs = Duration::from_secs_f64;
+        // Due before the next poll: wake at the due time.
+        assert_eq!(
+            scheduler_wake_for(poll, now, 1_000.0, 1_002.5),
+            Some(now + secs(2.5))
+        );
+        // Already due (a Go producer's whole-second score in the past): at once.
+        assert_eq!(scheduler_wake_for(poll, now, 1_000.0, 999.0), Some(now));
+        // Due after the next poll, or too far ahead to represent: unchanged.
+        assert_eq!(scheduler_wake_for(poll, now, 1_000.0, 1_009.0), poll);
+        assert_eq!(scheduler_wake_for(poll, now, 1_000.0, f64::MAX), poll);
+        // No step planned (one in flight, or stopped): nothing to move.
+        assert_eq!(scheduler_wake_for(None, now, 1_000.0, 999.0), None);
+    }
 
     #[test]
     fn a_failure_below_max_attempts_retries_after_the_exact_backoff() {

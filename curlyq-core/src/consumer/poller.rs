@@ -106,7 +106,10 @@ impl ConsumerCore {
         result: Result<Reply, BackendError>,
     ) {
         let taken: Vec<TakenJob> = match result {
-            Ok(Reply::Taken(taken)) => taken,
+            Ok(Reply::Taken(report)) => {
+                self.scheduled_seen(report.scheduled);
+                report.jobs
+            }
             Err(BackendError::NotRegistered { .. }) => {
                 if !self.rejoin(&consumer, Requester::Poller) {
                     self.poller_done(Ok(()));

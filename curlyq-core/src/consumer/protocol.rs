@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::backend::{
     ConsumerId, DeadTrim, DueReport, KillJob, OrphanReport, OrphanSweep, QueueBackend, QueueName,
-    Registration, RetryJob, TakenJob,
+    Registration, RetryJob, TakeReport,
 };
 use crate::context::CancelReason;
 use crate::error::{BackendError, ConsumeError};
@@ -57,7 +57,7 @@ pub enum BackendCall {
         /// Most jobs to move.
         max: usize,
     },
-    /// [`QueueBackend::take`].
+    /// [`QueueBackend::take_and_peek`].
     Take {
         /// The consumer ID taking.
         consumer: ConsumerId,
@@ -138,7 +138,7 @@ impl BackendCall {
                 Reply::Due(backend.enqueue_due(queue, now, max).await?)
             }
             BackendCall::Take { consumer, max, now } => {
-                Reply::Taken(backend.take(queue, &consumer, max, now).await?)
+                Reply::Taken(backend.take_and_peek(queue, &consumer, max, now).await?)
             }
             BackendCall::Wait { .. } => Reply::Signal(false),
             BackendCall::Ack { consumer, ids } => {
@@ -176,7 +176,7 @@ pub enum Reply {
     /// To [`BackendCall::EnqueueDue`].
     Due(DueReport),
     /// To [`BackendCall::Take`].
-    Taken(Vec<TakenJob>),
+    Taken(TakeReport),
     /// To [`BackendCall::Wait`]: whether the signal was seen.
     Signal(bool),
     /// To [`BackendCall::Ack`], [`BackendCall::Retry`] and [`BackendCall::Kill`]: per

@@ -1,18 +1,20 @@
 //! The scheduler loop: moves due scheduled jobs to the active list, then sleeps until
 //! the earliest due job or its poll interval; woken early when the signal is seen or a
-//! retry was recorded (a new job may be due sooner).
+//! retry was recorded (a new job may be due sooner), and at the earliest due time a take
+//! saw (a job scheduled with no signal, as Go CurlyQ's producer does, is then on time).
 
 use std::time::{Duration, SystemTime};
 
 use tracing::debug;
 
+use crate::backend::ScheduledPeek;
 use crate::error::{BackendError, LoopName};
 use crate::options::ConsumerOptions;
 
 use super::calls::unexpected;
 use super::calls::Purpose;
 use super::machine::ConsumerCore;
-use super::policy::{scheduler_sleep, LoopBackoff};
+use super::policy::{scheduler_sleep, scheduler_wake_for, LoopBackoff};
 use super::protocol::{BackendCall, Reply};
 
 /// The scheduler loop's state.
@@ -69,6 +71,20 @@ impl ConsumerCore {
         } else {
             self.scheduler.next_at = Some(self.now);
         }
+    }
+
+    /// A take saw the scheduled set: step at its earliest due time when that comes
+    /// before the next step.
+    pub(super) fn scheduled_seen(&mut self, peek: ScheduledPeek) {
+        let ScheduledPeek::Earliest(earliest) = peek else {
+            return;
+        };
+        if self.is_stopping() || self.scheduler.busy {
+            // A step in flight reports the earliest due time itself.
+            return;
+        }
+        let (now, unix) = (self.now, self.unix_now());
+        self.scheduler.next_at = scheduler_wake_for(self.scheduler.next_at, now, unix, earliest);
     }
 
     pub(super) fn on_due(&mut self, sent: f64, result: Result<Reply, BackendError>) {

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, EncodedJob, KillJob, OrphanSweep, QueueBackend, QueueName,
-    Registration, RetryJob, ScheduledJob, TakenJob,
+    Registration, RetryJob, ScheduledJob, ScheduledPeek, TakenJob, MAX_BATCH,
 };
 
 use crate::{Faulty, MemoryBackend, RedisServer};
@@ -310,6 +310,7 @@ macro_rules! __contract_list {
                     register_join_and_heartbeat: "Join always registers; Heartbeat refreshes only a registered consumer",
                     take_requires_registration: "take by an unregistered consumer fails with NotRegistered and takes nothing",
                     take_moves_head_and_clears_signal: "take moves up to max from the head; fewer than max clears the signal",
+                    take_and_peek_reports_the_earliest_scheduled: "take_and_peek takes as take does and reports the earliest scheduled score (or does not look)",
                     wait_wakes_on_push: "a wait in progress sees a push",
                     unregister_only_when_idle: "unregister removes a consumer holding nothing, and only such a consumer",
                 }

@@ -1,4 +1,5 @@
-//! Checks of the consumer side of taking: `register`, `take`, the waiter, `unregister`.
+//! Checks of the consumer side of taking: `register`, `take` (and `take_and_peek`), the
+//! waiter, `unregister`.
 
 use super::*;
 
@@ -101,6 +102,95 @@ pub(super) async fn take_requires_registration(b: &dyn QueueBackend, q: &QueueNa
         "ack by the refused consumer"
     );
     Ok(())
+}
+
+pub(super) async fn take_and_peek_reports_the_earliest_scheduled(
+    b: &dyn QueueBackend,
+    q: &QueueName,
+) -> Outcome {
+    let c = consumer("worker");
+    join(b, q, &c, 1.0).await?;
+    let now = 1_700_000_000.0;
+    let report = b.take_and_peek(q, &c, 5, now).await.ctx("take_and_peek")?;
+    ensure!(
+        report.jobs.is_empty(),
+        "take_and_peek from an empty queue returned jobs"
+    );
+    // A backend may keep the provided method, which does not look; it must still take.
+    let looks = report.scheduled != ScheduledPeek::Unknown;
+    let expect = |score: f64| {
+        if looks {
+            ScheduledPeek::Earliest(score)
+        } else {
+            ScheduledPeek::Unknown
+        }
+    };
+    if looks {
+        ensure_eq!(
+            report.scheduled,
+            ScheduledPeek::Empty,
+            "peek at nothing scheduled"
+        );
+    }
+    let later = [
+        ScheduledJob {
+            job: job("s1", "x"),
+            at: 50.0,
+        },
+        ScheduledJob {
+            job: job("s2", "y"),
+            at: -3.5,
+        },
+    ];
+    b.schedule(q, &later).await.ctx("schedule")?;
+    b.push(q, &jobs(&["a", "b"])).await.ctx("push")?;
+    let report = b.take_and_peek(q, &c, 1, now).await.ctx("take_and_peek")?;
+    ensure_eq!(ids_of(&report.jobs), strings(&["a"]), "take_and_peek of 1");
+    ensure_eq!(
+        report.scheduled,
+        expect(-3.5),
+        "peek with s2 at -3.5 earliest"
+    );
+    ensure!(
+        signal_is_set(b, q).await?,
+        "signal cleared by a take_and_peek that got all it asked for"
+    );
+    // More than one batch: the peek is still there, and the jobs all come in order.
+    let many: Vec<String> = (0..MAX_BATCH + 5).map(|i| format!("m{i:05}")).collect();
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    b.push(q, &jobs(&names)).await.ctx("push")?;
+    let report = b
+        .take_and_peek(q, &c, MAX_BATCH + 10, now)
+        .await
+        .ctx("take_and_peek")?;
+    let mut want = vec!["b".to_owned()];
+    want.extend(many.iter().cloned());
+    ensure_eq!(ids_of(&report.jobs), want, "take_and_peek over two batches");
+    ensure_eq!(
+        report.scheduled,
+        expect(-3.5),
+        "peek after a take over two batches"
+    );
+    ensure!(
+        !signal_is_set(b, q).await?,
+        "signal still set after a take_and_peek that found fewer than max"
+    );
+    // The peek follows the set: with s2 moved, s1 is the earliest.
+    b.enqueue_due(q, 0.0, 10).await.ctx("enqueue_due")?;
+    let report = b.take_and_peek(q, &c, 5, now).await.ctx("take_and_peek")?;
+    ensure_eq!(
+        ids_of(&report.jobs),
+        strings(&["s2"]),
+        "take_and_peek after enqueue_due"
+    );
+    ensure_eq!(report.scheduled, expect(50.0), "peek with s1 at 50 left");
+    let stranger = consumer("stranger");
+    match b.take_and_peek(q, &stranger, 5, now).await {
+        Err(BackendError::NotRegistered { .. }) => Ok(()),
+        other => Err(format!(
+            "take_and_peek by an unregistered consumer: expected NotRegistered, got {other:?}"
+        )),
+    }
 }
 
 pub(super) async fn take_moves_head_and_clears_signal(

@@ -271,7 +271,7 @@ impl Simulation {
         }
         if let Ok(Reply::Taken(taken)) = result {
             let exposed = n.exposed_until.is_some_and(|u| now <= u);
-            for job in taken {
+            for job in &taken.jobs {
                 n.held.insert(job.id.clone());
                 if exposed {
                     self.exposed.insert(job.id.clone());

@@ -139,7 +139,7 @@ fn a_run_past_its_timeout_is_signalled_then_dropped_and_fails() {
                 .encode(),
         ),
     };
-    h.reply(take, Ok(Reply::Taken(vec![again("slow", 1)])));
+    h.reply(take, Ok(Reply::Taken(vec![again("slow", 1)].into())));
     let (run, _) = h.started.pop().unwrap();
     h.input(Input::SetTimeout {
         run,
@@ -182,7 +182,7 @@ fn handlers_that_stop_on_the_shutdown_signal_give_their_jobs_back() {
         .find(|(_, c)| matches!(c, BackendCall::Take { .. }))
         .map(|(id, _)| *id)
     {
-        h.reply(take, Ok(Reply::Taken(Vec::new())));
+        h.reply(take, Ok(Reply::Taken(Vec::new().into())));
     }
     h.advance(Duration::from_secs(5));
     assert_eq!(h.signalled.len(), 2);

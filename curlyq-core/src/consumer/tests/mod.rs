@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::backend::{QueueName, Registration, TakenJob};
+use crate::backend::{QueueName, Registration, ScheduledPeek, TakeReport, TakenJob};
 use crate::backoff::backoff_bounds;
 use crate::error::{BackendError, ConsumeError};
 use crate::job::Job;
@@ -130,14 +130,14 @@ impl Harness {
     /// Answers the pending take with these jobs (attempt 0).
     fn take(&mut self, ids: &[&str]) {
         let take = self.expect(|c| matches!(c, BackendCall::Take { .. }));
-        let jobs = ids
+        let jobs: Vec<TakenJob> = ids
             .iter()
             .map(|id| TakenJob {
                 id: id.to_string(),
                 data: Some(Job::new("payload").with_id(*id).encode()),
             })
             .collect();
-        self.reply(take, Ok(Reply::Taken(jobs)));
+        self.reply(take, Ok(Reply::Taken(jobs.into())));
     }
 }
 
@@ -153,6 +153,42 @@ fn opts(concurrency: usize, buffer: usize) -> ConsumerOptions {
     }
 }
 
+/// A job scheduled with no signal (as Go CurlyQ's producer does) is seen by the next
+/// take: the idle consumer's scheduler steps at its due time, not at its next poll, and
+/// one already due is moved at once.
+#[test]
+fn a_take_that_sees_a_scheduled_job_wakes_the_scheduler_at_its_due_time() {
+    let mut h = Harness::started(opts(2, 2), 1);
+    let take = h.expect(|c| matches!(c, BackendCall::Take { .. }));
+    h.quiet_loops();
+    let seen = TakeReport {
+        jobs: Vec::new(),
+        scheduled: ScheduledPeek::Earliest(unix_seconds(h.now) + 2.5),
+    };
+    h.reply(take, Ok(Reply::Taken(seen)));
+    // The scheduler would poll after 5 s; it wakes at the due time instead.
+    let at = h.core.poll_timeout().expect("a timer");
+    let early = at.duration_since(h.now).unwrap();
+    assert!(
+        (early.as_secs_f64() - 2.5).abs() < 1e-3,
+        "the scheduler wakes {early:?} ahead, not 2.5 s"
+    );
+    h.advance(Duration::from_secs(60));
+    let due = h.expect(|c| matches!(c, BackendCall::EnqueueDue { .. }));
+    h.reply(due, Ok(Reply::Due(Default::default())));
+    // A wait that times out, then a take that sees a job already due: the scheduler
+    // steps in the same round.
+    let wait = h.expect(|c| matches!(c, BackendCall::Wait { .. }));
+    h.reply(wait, Ok(Reply::Signal(false)));
+    let take = h.expect(|c| matches!(c, BackendCall::Take { .. }));
+    let seen = TakeReport {
+        jobs: Vec::new(),
+        scheduled: ScheduledPeek::Earliest(unix_seconds(h.now).floor() - 1.0),
+    };
+    h.reply(take, Ok(Reply::Taken(seen)));
+    h.expect(|c| matches!(c, BackendCall::EnqueueDue { .. }));
+}
+
 /// After its join a consumer runs every loop at once, takes for every slot and the
 /// buffer, and sleeps until the heartbeat.
 #[test]
@@ -162,7 +198,7 @@ fn a_started_core_runs_every_loop_then_sleeps_until_the_heartbeat() {
     let take = h.expect(|c| matches!(c, BackendCall::Take { .. }));
     assert!(matches!(h.call(take), BackendCall::Take { max: 15, .. }));
     h.quiet_loops();
-    h.reply(take, Ok(Reply::Taken(Vec::new())));
+    h.reply(take, Ok(Reply::Taken(Vec::new().into())));
     let wait = h.expect(|c| matches!(c, BackendCall::Wait { .. }));
     assert!(matches!(
         h.call(wait),
@@ -390,7 +426,7 @@ fn the_grace_period_cancels_running_handlers_and_says_so() {
         .find(|(_, c)| matches!(c, BackendCall::Take { .. }))
         .map(|(id, _)| *id);
     if let Some(take) = wait {
-        h.reply(take, Ok(Reply::Taken(Vec::new())));
+        h.reply(take, Ok(Reply::Taken(Vec::new().into())));
     }
     h.advance(Duration::from_secs(5));
     assert_eq!(h.signalled.len(), 2, "the handlers are signalled first");
