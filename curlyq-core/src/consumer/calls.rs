@@ -58,6 +58,7 @@ pub(super) enum Purpose {
     },
     Wait,
     Outcome {
+        flush: u64,
         group: usize,
     },
     GiveBack {
@@ -163,7 +164,7 @@ impl ConsumerCore {
             Purpose::Trim => self.on_trimmed(result),
             Purpose::Take { consumer, max } => self.on_taken(consumer, max, result),
             Purpose::Wait => self.on_waited(result),
-            Purpose::Outcome { group } => self.on_recorded(group, result),
+            Purpose::Outcome { flush, group } => self.on_recorded(flush, group, result),
             Purpose::GiveBack {
                 consumer,
                 ids,

@@ -106,16 +106,21 @@ impl Driver {
                 published.set_current(current.clone());
             }
             self.arm_timer();
-            let (now, input) = std::future::poll_fn(|cx| {
-                if let Poll::Ready(Some((run, result))) = self.done_rx.poll_next_unpin(cx) {
-                    return Poll::Ready((None, Input::HandlerFinished { run, result }));
+            // Everything ready now goes to the core in one round, so that what happened
+            // together is acted on together (one outcome call for handlers that ended
+            // together).
+            let (fired, inputs) = std::future::poll_fn(|cx| {
+                let mut inputs = Vec::new();
+                let mut fired = None;
+                while let Poll::Ready(Some((run, result))) = self.done_rx.poll_next_unpin(cx) {
+                    inputs.push(Input::HandlerFinished { run, result });
                 }
-                if let Poll::Ready(Some((run, request))) = self.requests_rx.poll_next_unpin(cx) {
+                while let Poll::Ready(Some((run, request))) = self.requests_rx.poll_next_unpin(cx) {
                     let HandlerRequest::SetTimeout(timeout) = request;
-                    return Poll::Ready((None, Input::SetTimeout { run, timeout }));
+                    inputs.push(Input::SetTimeout { run, timeout });
                 }
-                if let Poll::Ready(Some((call, result))) = self.calls.poll_next_unpin(cx) {
-                    return Poll::Ready((None, Input::Reply { call, result }));
+                while let Poll::Ready(Some((call, result))) = self.calls.poll_next_unpin(cx) {
+                    inputs.push(Input::Reply { call, result });
                 }
                 if let Some((call, wait)) = self.wait.as_mut() {
                     if let Poll::Ready((result, waiter)) = wait.poll_unpin(cx) {
@@ -123,39 +128,52 @@ impl Driver {
                         self.wait = None;
                         self.waiter = waiter;
                         let result = result.map(Reply::Signal);
-                        return Poll::Ready((None, Input::Reply { call, result }));
+                        inputs.push(Input::Reply { call, result });
                     }
                 }
                 if !shutdown_seen && shutdown.as_mut().poll(cx).is_ready() {
                     shutdown_seen = true;
-                    return Poll::Ready((None, Input::Shutdown));
+                    inputs.push(Input::Shutdown);
                 }
                 if let Some((at, sleep)) = self.timer.as_mut() {
                     if sleep.poll_unpin(cx).is_ready() {
-                        let at = *at;
+                        fired = Some(*at);
                         self.timer = None;
-                        return Poll::Ready((Some(at), Input::Timeout));
+                        inputs.push(Input::Timeout);
                     }
                 }
-                Poll::Pending
+                if inputs.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready((fired, inputs))
+                }
             })
             .await;
-            // A finished run's handle goes (kept, one per job, they would pile up).
-            if let Input::HandlerFinished { run, .. } = &input {
-                self.handlers.remove(run);
+            let mut inputs = inputs;
+            let ended = inputs
+                .iter()
+                .filter(|i| matches!(i, Input::HandlerFinished { .. }))
+                .count();
+            if ended > 0 && self.handlers.len() > ended {
+                // Other handlers still run: let those about to end do so first (one turn
+                // of the runtime), so that their outcomes join this round's call rather
+                // than wait for the next.
+                YieldOnce(false).await;
+                while let Ok((run, result)) = self.done_rx.try_recv() {
+                    inputs.push(Input::HandlerFinished { run, result });
+                }
+            }
+            for input in &inputs {
+                // A finished run's handle goes (kept, one per job, they would pile up).
+                if let Input::HandlerFinished { run, .. } = input {
+                    self.handlers.remove(run);
+                }
             }
             // A timer that fired counts as its deadline at least, so that the core sees
             // it due even on a clock a little behind the runtime's timers.
             let clock = self.runtime.now();
-            let now = now.map_or(clock, |at| at.max(clock));
-            self.core.handle(now, input);
-            // Handlers that ended meanwhile go in the same round (their outcomes then
-            // share one flush).
-            while let Ok((run, result)) = self.done_rx.try_recv() {
-                self.handlers.remove(&run);
-                self.core
-                    .handle(now, Input::HandlerFinished { run, result });
-            }
+            let now = fired.map_or(clock, |at| at.max(clock));
+            self.core.handle_all(now, inputs);
         }
     }
 
@@ -309,5 +327,20 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "(non-string panic payload)".to_string()
+    }
+}
+
+/// Pending once (waking itself at once), then ready: gives the runtime one turn to run
+/// other tasks, on any executor.
+struct YieldOnce(bool);
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

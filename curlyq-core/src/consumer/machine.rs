@@ -160,9 +160,37 @@ impl ConsumerCore {
     /// Feeds what happened at `now` (a time earlier than one already seen counts as
     /// that one: the core's time never goes back).
     pub fn handle(&mut self, now: SystemTime, input: Input) {
+        self.handle_all(now, [input]);
+    }
+
+    /// Feeds several things that happened by `now`, in order, and only then decides what
+    /// to do: what a driver found ready together is acted on together (handlers that
+    /// finished together share one outcome call, and replies that came together free
+    /// their slots before the next take is sized).
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use curlyq_core::consumer::{ConsumerCore, Input};
+    /// use curlyq_core::{ConsumerOptions, QueueName};
+    ///
+    /// let queue = QueueName::new("emails")?;
+    /// let now = SystemTime::now();
+    /// let mut core = ConsumerCore::new(queue, ConsumerOptions::default(), 7, now)?;
+    /// core.handle_all(now, [Input::Timeout, Input::Timeout]);
+    /// assert!(core.poll_command().is_some(), "it asks to register first");
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handle_all(&mut self, now: SystemTime, inputs: impl IntoIterator<Item = Input>) {
         if now > self.now {
             self.now = now;
         }
+        for input in inputs {
+            self.apply(input);
+        }
+        self.drive();
+    }
+
+    fn apply(&mut self, input: Input) {
         match input {
             Input::Timeout => {}
             Input::Reply { call, result } => {
@@ -176,7 +204,6 @@ impl ConsumerCore {
             Input::Shutdown => self.begin_shutdown(),
             Input::SetTimeout { run, timeout } => self.on_set_timeout(run, timeout),
         }
-        self.drive();
     }
 
     /// The next thing to do, if any. Call it until it returns `None` after every

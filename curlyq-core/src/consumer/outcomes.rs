@@ -1,8 +1,10 @@
 //! The processor's recording side: finished jobs' outcomes (ack, retry, kill) written in
-//! batches. Whatever finished while the previous batch was being written goes in the
-//! next one (a group commit), one call per kind and consumer ID; nothing waits for a
-//! timer, so a lone outcome is written at once. A failed batch is retried with backoff
-//! (every outcome acts only on jobs still owned, so a resend is harmless).
+//! batches, one call per kind and consumer ID. Up to [`FLUSHES`] batches are in flight at
+//! once; whatever finishes while they are being written goes in the next one (a group
+//! commit). Nothing waits for a timer, so a lone outcome is written at once, and the jobs
+//! that finish just after it do not wait for its reply. A failed batch is retried with
+//! backoff (every outcome acts only on jobs still owned, so a resend is harmless); while
+//! one waits to be resent no new batch starts.
 
 use std::time::SystemTime;
 
@@ -20,6 +22,12 @@ use super::protocol::{BackendCall, Reply, RunId};
 
 /// At most this many outcomes go into one flush (one call per kind and consumer ID).
 pub(super) const OUTCOME_BATCH: usize = 512;
+
+/// At most this many flushes are in flight at once. With one, the outcomes that finish
+/// just after a lone one wait a whole round trip for its reply before they are sent, with
+/// their handler slots taken meanwhile; two let them go at once while still grouping
+/// whatever finishes during a round trip.
+pub(super) const FLUSHES: usize = 2;
 
 /// What to record when a job's run ended.
 #[derive(Debug)]
@@ -65,8 +73,9 @@ struct Group {
 }
 
 /// One batch being written.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Flush {
+    id: u64,
     /// By call index; taken out as replies come.
     groups: Vec<Option<Group>>,
     outstanding: usize,
@@ -78,9 +87,13 @@ struct Flush {
 #[derive(Debug)]
 pub(super) struct Outcomes {
     queue: Vec<Submitted>,
-    flush: Option<Flush>,
-    /// When to resend the failed groups of the current flush.
+    /// The flushes in flight (at most [`FLUSHES`]).
+    flushes: Vec<Flush>,
+    /// Groups whose write failed, to resend at `retry_at` (one backoff for them all).
+    failed: Vec<Group>,
+    /// When to resend the failed groups.
     pub(super) retry_at: Option<SystemTime>,
+    next_flush: u64,
     backoff: LoopBackoff,
 }
 
@@ -88,8 +101,10 @@ impl Outcomes {
     pub(super) fn new(o: &ConsumerOptions) -> Self {
         Outcomes {
             queue: Vec::new(),
-            flush: None,
+            flushes: Vec::new(),
+            failed: Vec::new(),
             retry_at: None,
+            next_flush: 0,
             backoff: LoopBackoff::new(
                 LoopName::Processor,
                 o.processor_max_attempts,
@@ -100,8 +115,21 @@ impl Outcomes {
 
     /// Whether anything waits to be recorded or is being recorded.
     pub(super) fn is_busy(&self) -> bool {
-        !self.queue.is_empty() || self.flush.is_some()
+        !self.queue.is_empty() || !self.flushes.is_empty() || !self.failed.is_empty()
     }
+}
+
+/// `batch` as one group per kind and consumer ID, in first-seen order.
+fn groups_of(batch: Vec<Submitted>, resent: bool) -> Vec<Group> {
+    group_by(batch, |s| (s.outcome.kind(), &s.consumer))
+        .into_iter()
+        .map(|members| Group {
+            consumer: members[0].consumer.clone(),
+            kind: members[0].outcome.kind(),
+            members,
+            resent,
+        })
+        .collect()
 }
 
 impl ConsumerCore {
@@ -115,49 +143,50 @@ impl ConsumerCore {
     }
 
     pub(super) fn drive_outcomes(&mut self) {
-        if let Some(flush) = &self.outcomes.flush {
-            if flush.outstanding > 0 {
-                return;
-            }
+        if !self.outcomes.failed.is_empty() {
             if self.fatal.is_some() {
                 // The consumer is going away after a fatal error: stop retrying.
-                return self.give_up_flush();
+                return self.give_up_failed();
             }
-            if self.due(self.outcomes.retry_at) {
-                self.outcomes.retry_at = None;
-                let failed = self.outcomes.flush.take().map(|f| f.failed);
-                self.send_groups(failed.unwrap_or_default());
+            if !self.due(self.outcomes.retry_at) {
+                return;
             }
-            return;
+            self.outcomes.retry_at = None;
+            // Groups of several failed flushes go together again (one call per kind and
+            // consumer ID).
+            let failed = std::mem::take(&mut self.outcomes.failed);
+            let members = failed.into_iter().flat_map(|g| g.members).collect();
+            self.send_groups(groups_of(members, true));
         }
-        if self.outcomes.queue.is_empty() {
-            return;
+        while self.outcomes.flushes.len() < FLUSHES && !self.outcomes.queue.is_empty() {
+            let n = self.outcomes.queue.len().min(OUTCOME_BATCH);
+            let batch: Vec<Submitted> = self.outcomes.queue.drain(..n).collect();
+            self.send_groups(groups_of(batch, false));
         }
-        let n = self.outcomes.queue.len().min(OUTCOME_BATCH);
-        let batch: Vec<Submitted> = self.outcomes.queue.drain(..n).collect();
-        let groups = group_by(batch, |s| (s.outcome.kind(), &s.consumer))
-            .into_iter()
-            .map(|members| Group {
-                consumer: members[0].consumer.clone(),
-                kind: members[0].outcome.kind(),
-                members,
-                resent: false,
-            })
-            .collect();
-        self.send_groups(groups);
     }
 
     fn send_groups(&mut self, groups: Vec<Group>) {
+        let id = self.outcomes.next_flush;
+        self.outcomes.next_flush += 1;
         let mut flush = Flush {
+            id,
+            groups: Vec::with_capacity(groups.len()),
             outstanding: groups.len(),
-            ..Flush::default()
+            failed: Vec::new(),
+            error: None,
         };
         for (index, group) in groups.into_iter().enumerate() {
             let call = self.record_call(&group);
-            self.call(call, Purpose::Outcome { group: index });
+            self.call(
+                call,
+                Purpose::Outcome {
+                    flush: id,
+                    group: index,
+                },
+            );
             flush.groups.push(Some(group));
         }
-        self.outcomes.flush = Some(flush);
+        self.outcomes.flushes.push(flush);
     }
 
     fn record_call(&self, g: &Group) -> BackendCall {
@@ -185,14 +214,23 @@ impl ConsumerCore {
         }
     }
 
-    pub(super) fn on_recorded(&mut self, index: usize, result: Result<Reply, BackendError>) {
-        let Some(flush) = self.outcomes.flush.as_mut() else {
+    pub(super) fn on_recorded(
+        &mut self,
+        flush: u64,
+        index: usize,
+        result: Result<Reply, BackendError>,
+    ) {
+        let Some(at) = self.outcomes.flushes.iter().position(|f| f.id == flush) else {
             return;
         };
-        let Some(group) = flush.groups.get_mut(index).and_then(Option::take) else {
+        let Some(group) = self.outcomes.flushes[at]
+            .groups
+            .get_mut(index)
+            .and_then(Option::take)
+        else {
             return;
         };
-        flush.outstanding -= 1;
+        self.outcomes.flushes[at].outstanding -= 1;
         match result {
             Ok(Reply::Owned(owned)) => self.recorded(group, &owned),
             other => {
@@ -200,28 +238,35 @@ impl ConsumerCore {
                     Ok(reply) => unexpected(&reply),
                     Err(e) => e,
                 };
-                flush.failed.push(Group {
+                let f = &mut self.outcomes.flushes[at];
+                f.failed.push(Group {
                     resent: true,
                     ..group
                 });
-                flush.error = Some(err);
+                f.error = Some(err);
             }
         }
-        let Some(flush) = self.outcomes.flush.as_mut() else {
-            return;
-        };
-        if flush.outstanding > 0 {
+        // `recorded` changes no flush, so `at` still points at this one.
+        if self.outcomes.flushes[at].outstanding > 0 {
             return;
         }
-        let Some(err) = flush.error.take() else {
-            self.outcomes.backoff.ok();
-            self.outcomes.flush = None;
+        let done = self.outcomes.flushes.swap_remove(at);
+        let Some(err) = done.error else {
+            if self.outcomes.failed.is_empty() {
+                self.outcomes.backoff.ok();
+            }
             return;
         };
+        // A failure while another waits to be resent joins it: one outage, one backoff.
+        let waiting = !self.outcomes.failed.is_empty();
+        self.outcomes.failed.extend(done.failed);
+        if waiting {
+            return;
+        }
         match self.outcomes.backoff.failed(err, &mut self.rng) {
             Ok(delay) => self.outcomes.retry_at = self.after(delay),
             Err(fatal) => {
-                self.give_up_flush();
+                self.give_up_failed();
                 self.abort(fatal);
             }
         }
@@ -259,15 +304,13 @@ impl ConsumerCore {
 
     /// Leaves the failed outcomes unrecorded and frees their slots. The jobs are not
     /// lost: once this consumer's heartbeat expires a custodian requeues them.
-    fn give_up_flush(&mut self) {
+    fn give_up_failed(&mut self) {
         self.outcomes.retry_at = None;
-        let Some(flush) = self.outcomes.flush.take() else {
-            return;
-        };
-        let jobs: usize = flush.failed.iter().map(|g| g.members.len()).sum();
+        let failed = std::mem::take(&mut self.outcomes.failed);
+        let jobs: usize = failed.iter().map(|g| g.members.len()).sum();
         warn!(queue = %self.queue, jobs,
             "curlyq consumer stopping after a fatal error; job outcomes were not recorded and the jobs will run again");
-        for group in flush.failed {
+        for group in failed {
             for m in group.members {
                 self.free_slot(m.run);
             }

@@ -288,6 +288,98 @@ fn a_failed_job_retries_at_an_exact_seeded_time_and_dies_at_max_attempts() {
     assert_eq!(h.core.stats().killed, 1);
 }
 
+/// The IDs of the pending ack calls, by call.
+fn pending_acks(h: &Harness) -> Vec<(CallId, Vec<String>)> {
+    h.calls
+        .iter()
+        .filter_map(|(id, c)| match c {
+            BackendCall::Ack { ids, .. } => Some((*id, ids.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn succeeded(run: RunId) -> Input {
+    Input::HandlerFinished {
+        run,
+        result: HandlerResult::Succeeded,
+    }
+}
+
+/// Handlers that ended together (handed over in one `handle_all`) share one ack call;
+/// while two outcome calls are in flight the next outcomes wait, and go in one call
+/// when either reply comes.
+#[test]
+fn outcomes_that_end_together_share_a_call_and_two_calls_may_be_in_flight() {
+    let mut h = Harness::started(opts(8, 1), 3);
+    h.quiet_loops();
+    h.take(&["a", "b", "c", "d", "e", "f", "g", "h"]);
+    let runs: Vec<RunId> = h.started.iter().map(|(run, _)| *run).collect();
+    assert_eq!(runs.len(), 8);
+    h.core
+        .handle_all(h.now, runs[..3].iter().map(|r| succeeded(*r)));
+    h.pump();
+    let acks = pending_acks(&h);
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].1, ["a", "b", "c"], "one call for the three");
+    // A lone outcome while that call is in flight goes at once, as a second call.
+    h.input(succeeded(runs[3]));
+    let acks = pending_acks(&h);
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    // With two in flight, the next ones wait and then share one call.
+    h.input(succeeded(runs[4]));
+    h.input(succeeded(runs[5]));
+    assert_eq!(pending_acks(&h).len(), 2, "a third call waits");
+    let first = acks[0].0;
+    h.reply(first, Ok(Reply::Owned(vec![true; 3])));
+    let acks = pending_acks(&h);
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    assert!(
+        acks.iter().any(|(_, ids)| ids == &["e", "f"]),
+        "the waiting two share the freed place: {acks:?}"
+    );
+    assert_eq!(h.core.stats().succeeded, 3);
+}
+
+/// Two outcome calls fail together (Redis went away): one backoff for both, the jobs of
+/// both resent together once it is over, and no new outcome call meanwhile.
+#[test]
+fn outcome_calls_that_fail_together_back_off_once_and_are_resent_together() {
+    let mut o = opts(4, 1);
+    o.processor_max_attempts = 2;
+    let mut h = Harness::started(o, 5);
+    h.quiet_loops();
+    h.take(&["a", "b", "c", "d"]);
+    let runs: Vec<RunId> = h.started.iter().map(|(run, _)| *run).collect();
+    h.input(succeeded(runs[0]));
+    h.input(succeeded(runs[1]));
+    let acks = pending_acks(&h);
+    assert_eq!(acks.len(), 2);
+    h.reply(acks[0].0, Err(unavailable()));
+    h.reply(acks[1].0, Err(unavailable()));
+    assert!(h.finished.is_none(), "one failure of two allowed attempts");
+    // A job that ends during the backoff waits with the others.
+    h.input(succeeded(runs[2]));
+    assert!(
+        pending_acks(&h).is_empty(),
+        "nothing is sent during the backoff"
+    );
+    h.advance(Duration::from_secs(60));
+    let acks = pending_acks(&h);
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    let resent = acks
+        .iter()
+        .find(|(_, ids)| ids.len() == 2)
+        .expect("a resend");
+    assert_eq!(resent.1, ["a", "b"]);
+    assert!(acks.iter().any(|(_, ids)| ids == &["c"]), "{acks:?}");
+    for (id, ids) in acks {
+        h.reply(id, Ok(Reply::Owned(vec![true; ids.len()])));
+    }
+    assert_eq!(h.core.stats().succeeded, 3);
+    assert!(h.finished.is_none());
+}
+
 /// A take whose reply was lost may have moved jobs: the next take goes under a fresh
 /// consumer ID, registered first.
 #[test]
