@@ -24,7 +24,8 @@ pub const MAX_BATCH: usize = 1000;
 /// from where the previous call stopped.
 pub const ERRORS_SWEEP: usize = 1000;
 
-/// A validated queue name (not empty). Every key of the queue starts with it.
+/// A validated queue name (not empty). Every key of the queue starts with it. Cloning
+/// is cheap (the name is shared, not copied).
 ///
 /// ```
 /// use curlyq_core::QueueName;
@@ -32,7 +33,7 @@ pub const ERRORS_SWEEP: usize = 1000;
 /// assert!(QueueName::new("").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueName(String);
+pub struct QueueName(std::sync::Arc<str>);
 
 impl QueueName {
     /// Checks and wraps a queue name.
@@ -41,7 +42,7 @@ impl QueueName {
         if name.is_empty() {
             return Err(crate::ConfigError::EmptyQueueName);
         }
-        Ok(QueueName(name))
+        Ok(QueueName(name.into()))
     }
 
     /// The name as a string.

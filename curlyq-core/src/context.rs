@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures::channel::{mpsc, oneshot};
-use futures::future::{FutureExt, Shared};
+use event_listener::Event;
+use futures::channel::mpsc;
 
 use crate::backend::{ConsumerId, QueueName};
 use crate::consumer::RunId;
@@ -72,10 +72,9 @@ pub(crate) type RequestSender = mpsc::UnboundedSender<(RunId, HandlerRequest)>;
 #[derive(Clone)]
 pub struct JobContext {
     inner: Arc<Inner>,
-    /// `None` for a detached context, whose signal never fires.
-    cancel: Option<Shared<oneshot::Receiver<CancelReason>>>,
 }
 
+/// One allocation per run: the context's fields and its cancellation signal.
 struct Inner {
     job_id: String,
     attempt: u32,
@@ -85,6 +84,19 @@ struct Inner {
     timeout: Mutex<Option<Duration>>,
     run: RunId,
     requests: Option<RequestSender>,
+    /// Set once, when the signal fires (never for a detached context).
+    cancelled: Mutex<Option<CancelReason>>,
+    /// Wakes the handler's `cancelled()` waits when it fires.
+    fired: Event,
+}
+
+impl Inner {
+    fn reason(&self) -> Option<CancelReason> {
+        *self
+            .cancelled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl fmt::Debug for JobContext {
@@ -102,14 +114,28 @@ impl fmt::Debug for JobContext {
 }
 
 /// The driver's half of a run's context: fires its cancellation signal.
-#[derive(Debug)]
-pub(crate) struct CancelHandle(Option<oneshot::Sender<CancelReason>>);
+pub(crate) struct CancelHandle(Arc<Inner>);
+
+impl fmt::Debug for CancelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CancelHandle")
+            .field(&self.0.reason())
+            .finish()
+    }
+}
 
 impl CancelHandle {
     /// Fires the signal (once; later calls do nothing).
     pub(crate) fn fire(&mut self, reason: CancelReason) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(reason);
+        let mut cancelled = self
+            .0
+            .cancelled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if cancelled.is_none() {
+            *cancelled = Some(reason);
+            drop(cancelled);
+            self.0.fired.notify(usize::MAX);
         }
     }
 }
@@ -129,21 +155,24 @@ pub(crate) struct ContextParts {
 impl JobContext {
     /// A context and the handle that fires its cancellation signal.
     pub(crate) fn new(parts: ContextParts) -> (JobContext, CancelHandle) {
-        let (tx, rx) = oneshot::channel();
-        let ctx = JobContext {
-            inner: Arc::new(Inner {
-                job_id: parts.job_id,
-                attempt: parts.attempt,
-                queue: parts.queue,
-                consumer: parts.consumer,
-                started: parts.started,
-                timeout: Mutex::new(parts.timeout),
-                run: parts.run,
-                requests: parts.requests,
-            }),
-            cancel: Some(rx.shared()),
-        };
-        (ctx, CancelHandle(Some(tx)))
+        let inner = Arc::new(Inner {
+            job_id: parts.job_id,
+            attempt: parts.attempt,
+            queue: parts.queue,
+            consumer: parts.consumer,
+            started: parts.started,
+            timeout: Mutex::new(parts.timeout),
+            run: parts.run,
+            requests: parts.requests,
+            cancelled: Mutex::new(None),
+            fired: Event::new(),
+        });
+        (
+            JobContext {
+                inner: Arc::clone(&inner),
+            },
+            CancelHandle(inner),
+        )
     }
 
     /// A context for calling a handler outside a consumer (in a unit test of the
@@ -164,7 +193,8 @@ impl JobContext {
         queue: QueueName,
         consumer: ConsumerId,
     ) -> JobContext {
-        let (mut ctx, _never_fired) = JobContext::new(ContextParts {
+        // Nobody holds the handle, so the signal never fires.
+        let (ctx, _never_fired) = JobContext::new(ContextParts {
             job_id: job_id.into(),
             attempt,
             queue,
@@ -174,7 +204,6 @@ impl JobContext {
             run: RunId(0),
             requests: None,
         });
-        ctx.cancel = None;
         ctx
     }
 
@@ -243,22 +272,22 @@ impl JobContext {
 
     /// Why the cancellation signal fired, if it did.
     pub fn cancel_reason(&self) -> Option<CancelReason> {
-        match self.cancel.as_ref().and_then(Shared::peek) {
-            Some(Ok(reason)) => Some(*reason),
-            _ => None,
-        }
+        self.inner.reason()
     }
 
     /// Completes when the cancellation signal fires, with its reason; never completes
     /// if it does not (race it against the work with `select`).
     pub async fn cancelled(&self) -> CancelReason {
-        match self.cancel.clone() {
-            Some(cancel) => match cancel.await {
-                Ok(reason) => reason,
-                // The run ended and its handle went away without firing.
-                Err(_) => std::future::pending().await,
-            },
-            None => std::future::pending().await,
+        loop {
+            if let Some(reason) = self.inner.reason() {
+                return reason;
+            }
+            // Listen first, then look again: a signal fired in between is not missed.
+            let listener = self.inner.fired.listen();
+            if let Some(reason) = self.inner.reason() {
+                return reason;
+            }
+            listener.await;
         }
     }
 }
