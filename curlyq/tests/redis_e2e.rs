@@ -27,6 +27,25 @@ fn cmd(server: &RedisServer, args: &[&str]) -> String {
     server.command(args).expect("redis command")
 }
 
+/// Stops the consumer and checks that its run ended without an error.
+async fn stop_cleanly(mut running: common::Running) {
+    running.stop();
+    timeout(LIMIT, running.join)
+        .await
+        .expect("the consumer stops in time")
+        .expect("its task did not panic")
+        .expect("its run ended without an error");
+}
+
+/// Checks that a job due at `due` (Unix seconds) started at `at`, within `bound` seconds.
+fn assert_started_on_time(at: SystemTime, due: f64, bound: f64) {
+    let lateness = unix(at) - due;
+    assert!(
+        (0.0..bound).contains(&lateness),
+        "started {lateness:.3}s after its due time (bound {bound}s)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produces_and_consumes_every_job_exactly_once() {
     let server = RedisServer::start().unwrap();
@@ -52,16 +71,11 @@ async fn produces_and_consumes_every_job_exactly_once() {
         *c.lock().unwrap().entry(job.id).or_default() += 1;
         common::ok()
     });
-    let mut running = start(consumer, handler);
+    let running = start(consumer, handler);
     for _ in 0..200 {
         timeout(LIMIT, rx.recv()).await.expect("jobs keep coming");
     }
-    running.stop();
-    timeout(LIMIT, running.join)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_cleanly(running).await;
     let counts = counts.lock().unwrap();
     assert_eq!(counts.len(), 200);
     assert!(counts.values().all(|&n| n == 1), "each job ran once");
@@ -120,7 +134,7 @@ async fn drains_a_queue_left_by_go_curlyq_as_the_wire_contract_says() {
         r.lock().unwrap().push((job.id, job.attempt));
         common::ok()
     });
-    let mut running = start(consumer, handler);
+    let running = start(consumer, handler);
     for _ in 0..7 {
         timeout(LIMIT, rx.recv()).await.expect("all seven jobs run");
     }
@@ -132,12 +146,7 @@ async fn drains_a_queue_left_by_go_curlyq_as_the_wire_contract_says() {
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    running.stop();
-    timeout(LIMIT, running.join)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_cleanly(running).await;
 
     let mut runs = runs.lock().unwrap().clone();
     runs.sort();
@@ -242,7 +251,7 @@ async fn a_scheduled_job_starts_within_50ms_of_its_time_on_an_idle_consumer() {
     producer.perform(Job::new("warm-up")).await.unwrap();
     let consumer = Consumer::builder("sched").build(backend).unwrap();
     let (handler, mut rx) = reporting(clock(), |_| common::ok());
-    let mut running = start(consumer, handler);
+    let running = start(consumer, handler);
     timeout(LIMIT, rx.recv())
         .await
         .expect("idle consumer running");
@@ -252,17 +261,8 @@ async fn a_scheduled_job_starts_within_50ms_of_its_time_on_an_idle_consumer() {
         .await
         .unwrap();
     let ev = timeout(LIMIT, rx.recv()).await.unwrap().unwrap();
-    let lateness = unix(ev.at) - due;
-    assert!(
-        (0.0..0.05).contains(&lateness),
-        "started {lateness:.3}s after its due time"
-    );
-    running.stop();
-    timeout(LIMIT, running.join)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    assert_started_on_time(ev.at, due, 0.05);
+    stop_cleanly(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +278,7 @@ async fn bad_data_in_redis_goes_to_the_dead_set_and_good_jobs_run() {
     let good2 = producer.perform(Job::new("good too")).await.unwrap();
     let consumer = Consumer::builder("bad").build(backend).unwrap();
     let (handler, mut rx) = reporting(clock(), |_| common::ok());
-    let mut running = start(consumer, handler);
+    let running = start(consumer, handler);
     let mut seen = vec![
         timeout(LIMIT, rx.recv()).await.unwrap().unwrap().id,
         timeout(LIMIT, rx.recv()).await.unwrap().unwrap().id,
@@ -300,12 +300,7 @@ async fn bad_data_in_redis_goes_to_the_dead_set_and_good_jobs_run() {
         .command_bytes(&[b"HGET", b"bad:data", b"poison"])
         .unwrap();
     assert!(raw.ends_with(b"\xc1\x00junk\r\n"), "raw bytes kept");
-    running.stop();
-    timeout(LIMIT, running.join)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_cleanly(running).await;
 }
 
 /// A job as Go CurlyQ's producer stores it: `Data` is what Go's `json.Marshal` wrote for
@@ -330,7 +325,7 @@ async fn a_job_scheduled_the_go_way_starts_on_time_on_an_idle_consumer() {
         .build(backend)
         .unwrap();
     let (handler, mut rx) = reporting(clock(), |_| common::ok());
-    let mut running = start(consumer, handler);
+    let running = start(consumer, handler);
     timeout(LIMIT, rx.recv())
         .await
         .expect("idle consumer running");
@@ -346,17 +341,8 @@ async fn a_job_scheduled_the_go_way_starts_on_time_on_an_idle_consumer() {
     );
     let ev = timeout(LIMIT, rx.recv()).await.unwrap().unwrap();
     assert_eq!(ev.id, "go-1");
-    let lateness = unix(ev.at) - due;
-    assert!(
-        (0.0..0.1).contains(&lateness),
-        "started {lateness:.3}s after its due time"
-    );
-    running.stop();
-    timeout(LIMIT, running.join)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    assert_started_on_time(ev.at, due, 0.1);
+    stop_cleanly(running).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,7 +441,7 @@ async fn keep_dead_jobs_leaves_go_killed_jobs_alone() {
         }
         let consumer = builder.build(backend.clone()).unwrap();
         let (handler, _rx) = reporting(clock(), |_job: Job| common::ok());
-        let mut running = start(consumer, handler);
+        let running = start(consumer, handler);
         // Long enough for many sweeps (every 50 ms; each one trims): the trimmed queue
         // is done as soon as its dead job is gone, the kept one waits the whole second.
         for _ in 0..100 {
@@ -464,12 +450,7 @@ async fn keep_dead_jobs_leaves_go_killed_jobs_alone() {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        running.stop();
-        timeout(LIMIT, running.join)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        stop_cleanly(running).await;
     }
     assert_eq!(cmd(&server, &["ZCARD", "keep:dead"]), ":1\r\n", "kept");
     assert_eq!(cmd(&server, &["HLEN", "keep:data"]), ":1\r\n");
