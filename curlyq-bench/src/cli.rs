@@ -25,6 +25,9 @@ options:
   --out PATH         where to write the report (default BENCHMARKS.md); `-` prints it
                      on stdout only
   --quick            small counts, one run: a smoke test of the tool, not a measurement
+  --only PATTERN     measure only the lines whose label contains PATTERN (ignoring
+                     case), e.g. --only 'concurrency 128' or --only enqueue; for A/B
+                     work on a few lines
   -h, --help         this text";
 
 /// A curlyq backend under test.
@@ -123,6 +126,8 @@ pub(crate) struct Plan {
     /// Requests per redis-benchmark measurement: (unpipelined 1 client, 50 clients,
     /// 50 clients pipelined).
     pub(crate) ceiling_requests: [usize; 3],
+    /// `--only`: measure only the lines whose label contains this (lower case).
+    pub(crate) only: Option<String>,
 }
 
 impl Plan {
@@ -158,7 +163,17 @@ impl Plan {
             scheduled_first: first,
             scheduled_spread: spread,
             ceiling_requests: [(jobs / 5).max(100), jobs.max(100), jobs.max(100)],
+            only: None,
         }
+    }
+
+    /// Whether `row` is measured (every row without `--only`).
+    pub(crate) fn wants(&self, row: crate::report::Row) -> bool {
+        self.only.as_deref().is_none_or(|pattern| {
+            crate::report::label(row, self)
+                .to_lowercase()
+                .contains(pattern)
+        })
     }
 
     /// How many times a backlog of `backlog` jobs is drained in one run (its figure for
@@ -274,6 +289,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
     let mut runs = None;
     let mut out = Some(PathBuf::from("BENCHMARKS.md"));
     let mut quick = false;
+    let mut only = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -292,6 +308,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
             }
             "--jobs" => jobs = Some(number(flag, value()?)?),
             "--runs" => runs = Some(number(flag, value()?)?),
+            "--only" => only = Some(value()?.to_lowercase()),
             "--out" => {
                 out = match value()?.as_str() {
                     "-" => None,
@@ -306,12 +323,26 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
     if runs == 0 {
         return Err(BenchError::new("--runs must be at least 1"));
     }
+    let mut plan = Plan::new(jobs, quick);
+    plan.only = only;
+    if !crate::report::rows(&Plan {
+        only: None,
+        ..plan.clone()
+    })
+    .into_iter()
+    .any(|row| plan.wants(row))
+    {
+        return Err(BenchError::new(format!(
+            "--only {:?} matches no line of the report (see the first column of BENCHMARKS.md)",
+            plan.only.as_deref().unwrap_or_default()
+        )));
+    }
     Ok(Command::Bench(BenchOptions {
         redis,
         backends,
         runs,
         out,
-        plan: Plan::new(jobs, quick),
+        plan,
         args: args.to_vec(),
     }))
 }
@@ -360,6 +391,7 @@ fn number(flag: &str, value: &str) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Row;
 
     fn args(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
@@ -382,6 +414,37 @@ mod tests {
         assert_eq!(repeats, vec![5, 5, 1]);
         assert_eq!(o.backends, vec![Backend::RedisRs, Backend::Fred]);
         assert_eq!(o.out, Some(PathBuf::from("BENCHMARKS.md")));
+    }
+
+    #[test]
+    fn only_keeps_the_lines_whose_label_matches() {
+        let Ok(Command::Bench(o)) = parse(&args(&["--only", "Concurrency 128"])) else {
+            panic!("a pattern that matches lines refused");
+        };
+        let rows = crate::report::rows(&o.plan);
+        let labels: Vec<String> = rows
+            .iter()
+            .map(|&r| crate::report::label(r, &o.plan))
+            .collect();
+        assert!(!rows.is_empty());
+        assert!(
+            labels.iter().all(|l| l.contains("concurrency 128")),
+            "{labels:?}"
+        );
+        assert!(rows.contains(&Row::Drain(128)), "{labels:?}");
+        assert!(!rows.contains(&Row::Drain(16)));
+        assert!(!rows.contains(&Row::EnqueueOne));
+        assert!(o.plan.wants(Row::Backlog(2000)));
+        assert!(!o.plan.wants(Row::Steady(1000)));
+        let Ok(Command::Bench(all)) = parse(&[]) else {
+            panic!("no options must give a benchmark run");
+        };
+        assert!(crate::report::rows(&all.plan).len() > rows.len());
+        let refused = parse(&args(&["--only", "nothing like this"]));
+        assert!(
+            matches!(&refused, Err(e) if e.to_string().contains("matches no line")),
+            "{refused:?}"
+        );
     }
 
     #[test]

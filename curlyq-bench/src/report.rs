@@ -285,6 +285,7 @@ pub(crate) fn rows(plan: &Plan) -> Vec<Row> {
     rows.push(Row::Scheduled);
     rows.push(Row::MemoryPerJob);
     rows.push(Row::PeakRss(plan.high_concurrency));
+    rows.retain(|&row| plan.wants(row));
     rows
 }
 

@@ -75,9 +75,16 @@ pub(crate) async fn run(options: BenchOptions) -> Result<()> {
     let mut results = Results::default();
     for run in 1..=options.runs {
         eprintln!("== run {run}/{}", options.runs);
-        if let Err(why) = measure_ceiling(&mut target, &options.plan, &mut results).await {
-            eprintln!("   ceiling not measured: {why}");
-            results.ceiling_missing = Some(why.to_string());
+        let ceilings = [
+            report::CEILING_ONE,
+            report::CEILING_MANY,
+            report::CEILING_PIPELINED,
+        ];
+        if ceilings.into_iter().any(|row| options.plan.wants(row)) {
+            if let Err(why) = measure_ceiling(&mut target, &options.plan, &mut results).await {
+                eprintln!("   ceiling not measured: {why}");
+                results.ceiling_missing = Some(why.to_string());
+            }
         }
         for &backend in &options.backends {
             measure_backend(&mut target, &options.plan, backend, &mut results).await?;
@@ -125,6 +132,9 @@ async fn measure_ceiling(target: &mut Target, plan: &Plan, results: &mut Results
         let report::Row::Ceiling { clients, pipeline } = row else {
             continue;
         };
+        if !plan.wants(row) {
+            continue;
+        }
         target.flush()?;
         let load = Load {
             clients,
@@ -183,43 +193,62 @@ async fn measure_backend(
     )
     .await?;
     target.flush()?;
-    let rate = bounded(
-        "enqueue, 1 in flight",
-        limit_for(plan.enqueue_one),
-        enqueue(&producer, plan.enqueue_one, 1),
-    )
-    .await?;
-    record(Row::EnqueueOne, Value::Rate(rate));
-    target.flush()?;
-    let rate = bounded(
-        "enqueue, 1 in flight, current-thread runtime",
-        limit_for(plan.enqueue_one),
-        enqueue_on_current_thread(backend, &target.url, plan.enqueue_one),
-    )
-    .await?;
-    record(Row::EnqueueOneOnCurrentThread, Value::Rate(rate));
-    target.flush()?;
+    if plan.wants(Row::EnqueueOne) {
+        let rate = bounded(
+            "enqueue, 1 in flight",
+            limit_for(plan.enqueue_one),
+            enqueue(&producer, plan.enqueue_one, 1),
+        )
+        .await?;
+        record(Row::EnqueueOne, Value::Rate(rate));
+        target.flush()?;
+    }
+    if plan.wants(Row::EnqueueOneOnCurrentThread) {
+        let rate = bounded(
+            "enqueue, 1 in flight, current-thread runtime",
+            limit_for(plan.enqueue_one),
+            enqueue_on_current_thread(backend, &target.url, plan.enqueue_one),
+        )
+        .await?;
+        record(Row::EnqueueOneOnCurrentThread, Value::Rate(rate));
+        target.flush()?;
+    }
     let flight = plan.enqueue_in_flight;
-    let rate = bounded(
-        "enqueue, many in flight",
-        limit_for(plan.jobs),
-        enqueue(&producer, plan.jobs, flight),
-    )
-    .await?;
-    record(Row::EnqueueInFlight(flight), Value::Rate(rate));
-    target.flush()?;
-    let rate = bounded(
-        "perform_many",
-        limit_for(plan.jobs),
-        perform_many(&producer, plan.jobs, plan.batch),
-    )
-    .await?;
-    record(Row::PerformMany(plan.batch), Value::Rate(rate));
+    if plan.wants(Row::EnqueueInFlight(flight)) {
+        let rate = bounded(
+            "enqueue, many in flight",
+            limit_for(plan.jobs),
+            enqueue(&producer, plan.jobs, flight),
+        )
+        .await?;
+        record(Row::EnqueueInFlight(flight), Value::Rate(rate));
+        target.flush()?;
+    }
+    if plan.wants(Row::PerformMany(plan.batch)) {
+        let rate = bounded(
+            "perform_many",
+            limit_for(plan.jobs),
+            perform_many(&producer, plan.jobs, plan.batch),
+        )
+        .await?;
+        record(Row::PerformMany(plan.batch), Value::Rate(rate));
+    }
 
     for &concurrency in &plan.concurrencies {
-        let drained = drain(target, &producer, backend, concurrency, plan.jobs, MULTI).await?;
-        record(Row::Drain(concurrency), Value::Rate(drained.rate));
-        if concurrency == 1 {
+        let high = concurrency == plan.high_concurrency;
+        let by_product =
+            high && (plan.wants(Row::MemoryPerJob) || plan.wants(Row::PeakRss(concurrency)));
+        if plan.wants(Row::Drain(concurrency)) || by_product {
+            let drained = drain(target, &producer, backend, concurrency, plan.jobs, MULTI).await?;
+            if plan.wants(Row::Drain(concurrency)) {
+                record(Row::Drain(concurrency), Value::Rate(drained.rate));
+            }
+            if by_product {
+                record(Row::MemoryPerJob, Value::Bytes(drained.bytes_per_job));
+                record(Row::PeakRss(concurrency), Value::Bytes(drained.rss_bytes));
+            }
+        }
+        if concurrency == 1 && plan.wants(Row::DrainOnCurrentThread(concurrency)) {
             let single = Runtime::CurrentThread;
             let drained = drain(target, &producer, backend, concurrency, plan.jobs, single).await?;
             record(
@@ -227,12 +256,11 @@ async fn measure_backend(
                 Value::Rate(drained.rate),
             );
         }
-        if concurrency == plan.high_concurrency {
-            record(Row::MemoryPerJob, Value::Bytes(drained.bytes_per_job));
-            record(Row::PeakRss(concurrency), Value::Bytes(drained.rss_bytes));
-        }
     }
     for &backlog in &plan.backlogs {
+        if !plan.wants(Row::Backlog(backlog)) && !plan.wants(Row::Flatness) {
+            continue;
+        }
         let mut rates = Vec::new();
         for _ in 0..Plan::repeats_for(plan.jobs, backlog) {
             let high = plan.high_concurrency;
@@ -243,11 +271,15 @@ async fn measure_backend(
         record(Row::Backlog(backlog), Value::Rate(rate));
     }
     for &rate in &plan.steady_rates {
-        let latency = steady(target, &producer, backend, plan, rate).await?;
-        record(Row::Steady(rate), Value::Latency(latency));
+        if plan.wants(Row::Steady(rate)) {
+            let latency = steady(target, &producer, backend, plan, rate).await?;
+            record(Row::Steady(rate), Value::Latency(latency));
+        }
     }
-    let lateness = scheduled(target, &producer, backend, plan).await?;
-    record(Row::Scheduled, Value::Latency(lateness));
+    if plan.wants(Row::Scheduled) {
+        let lateness = scheduled(target, &producer, backend, plan).await?;
+        record(Row::Scheduled, Value::Latency(lateness));
+    }
     target.flush()
 }
 
