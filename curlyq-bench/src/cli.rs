@@ -72,7 +72,7 @@ pub(crate) enum Command {
     /// Print the help text.
     Help,
     /// Run the benchmark.
-    Bench(BenchOptions),
+    Bench(Box<BenchOptions>),
     /// The hidden subcommand: be one consumer process of a measurement.
     Consume(ConsumeOptions),
 }
@@ -337,14 +337,14 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
             plan.only.as_deref().unwrap_or_default()
         )));
     }
-    Ok(Command::Bench(BenchOptions {
+    Ok(Command::Bench(Box::new(BenchOptions {
         redis,
         backends,
         runs,
         out,
         plan,
         args: args.to_vec(),
-    }))
+    })))
 }
 
 fn parse_consume(args: &[String]) -> Result<ConsumeOptions> {

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                 // Dropping the benchmark future on a signal drops its guards, which stop
                 // the consumer processes and the redis-server it started.
                 tokio::select! {
-                    result = scenarios::run(options) => result,
+                    result = scenarios::run(*options) => result,
                     signal = interrupted() => Err(error::BenchError::new(format!("stopped by {signal}"))),
                 }
             }
