@@ -163,6 +163,13 @@ pub enum ScheduledPeek {
     Earliest(f64),
 }
 
+impl From<Option<f64>> for ScheduledPeek {
+    /// The peek of a backend that looked: the lowest score, or `None` for an empty set.
+    fn from(earliest: Option<f64>) -> Self {
+        earliest.map_or(ScheduledPeek::Empty, ScheduledPeek::Earliest)
+    }
+}
+
 /// What [`QueueBackend::take_and_peek`] answered: the jobs taken, and when the earliest
 /// scheduled job is due.
 #[derive(Debug, Clone, PartialEq, Default)]

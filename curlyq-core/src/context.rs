@@ -10,6 +10,7 @@ use futures::channel::mpsc;
 
 use crate::backend::{ConsumerId, QueueName};
 use crate::consumer::RunId;
+use crate::lock;
 
 /// Why a run's cancellation signal fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +93,7 @@ struct Inner {
 
 impl Inner {
     fn reason(&self) -> Option<CancelReason> {
-        *self
-            .cancelled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *lock(&self.cancelled)
     }
 }
 
@@ -127,11 +125,7 @@ impl fmt::Debug for CancelHandle {
 impl CancelHandle {
     /// Fires the signal (once; later calls do nothing).
     pub(crate) fn fire(&mut self, reason: CancelReason) {
-        let mut cancelled = self
-            .0
-            .cancelled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cancelled = lock(&self.0.cancelled);
         if cancelled.is_none() {
             *cancelled = Some(reason);
             drop(cancelled);
@@ -236,11 +230,7 @@ impl JobContext {
 
     /// The run's timeout, counted from [`started`](Self::started) (`None`: none).
     pub fn timeout(&self) -> Option<Duration> {
-        *self
-            .inner
-            .timeout
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *lock(&self.inner.timeout)
     }
 
     /// When the run times out, if it has a timeout.
@@ -254,11 +244,7 @@ impl JobContext {
     /// timeout already passed fires at once. Use it where one handler routes job kinds
     /// that need different bounds.
     pub fn set_timeout(&self, timeout: Option<Duration>) {
-        *self
-            .inner
-            .timeout
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = timeout;
+        *lock(&self.inner.timeout) = timeout;
         if let Some(requests) = &self.inner.requests {
             // The driver is gone only when the consumer stopped; nothing to time then.
             let _ = requests.unbounded_send((self.inner.run, HandlerRequest::SetTimeout(timeout)));

@@ -52,3 +52,12 @@ pub use snapshot::QueueSnapshot;
 
 /// Re-exported so that backend implementors use the same `async_trait` as the trait.
 pub use async_trait::async_trait;
+
+/// Locks a mutex, ignoring poisoning: every mutex of the crate guards plain data that a
+/// panic cannot leave half-written (an assignment, an entry put or taken), so the state
+/// is valid and the next user must not be stopped by someone else's panic.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

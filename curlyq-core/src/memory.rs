@@ -15,13 +15,14 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::ops::Bound;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::lock;
 use crate::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, Runtime, ScheduledJob,
-    ScheduledPeek, TakeReport, TakenJob, Waiter, ERRORS_SWEEP,
+    TakeReport, TakenJob, Waiter, ERRORS_SWEEP,
 };
 use async_trait::async_trait;
 use event_listener::Event;
@@ -263,14 +264,6 @@ struct Shared {
     /// The clock of waiters' timeouts; `None`: the runtime enabled by features, chosen
     /// when a wait starts (so that a backend made outside a runtime works inside one).
     runtime: Option<Arc<dyn Runtime>>,
-}
-
-/// Locks a mutex, ignoring poisoning (a panicking test thread must not hide the state
-/// from the next assertion).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn check_score(what: &str, value: f64) -> Result<(), BackendError> {
@@ -625,13 +618,9 @@ impl QueueBackend for MemoryBackend {
             if taken.len() < max {
                 q.signal = false;
             }
-            let scheduled = match q.scheduled.first_score() {
-                Some(score) => ScheduledPeek::Earliest(score),
-                None => ScheduledPeek::Empty,
-            };
             Ok(TakeReport {
                 jobs: taken,
-                scheduled,
+                scheduled: q.scheduled.first_score().into(),
             })
         })
     }

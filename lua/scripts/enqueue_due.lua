@@ -17,7 +17,4 @@ if #ids > 0 then
   curlyq_chunked('ZREM', KEYS[1], ids, 1, #ids)
   curlyq_signal(KEYS[3])
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local next_due = false
-if #first == 2 then next_due = first[2] end
-return {#ids, next_due}
+return {#ids, curlyq_earliest_score(KEYS[1])}

@@ -38,6 +38,13 @@ local function curlyq_signal(key)
   redis.call('LPUSH', key, 1)
 end
 
+-- The lowest score in sorted set `key` as a string, or false when the set is empty.
+local function curlyq_earliest_score(key)
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #first == 2 then return first[2] end
+  return false
+end
+
 -- Whether string a sorts before string b in byte order (as Redis orders sorted-set
 -- members, and as the reference model orders IDs). Lua's own `<` on strings follows the
 -- server's locale (strcoll), so it is not used for choices other backends must repeat.

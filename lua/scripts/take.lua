@@ -38,8 +38,5 @@ if #ids > 0 then
   end
 end
 if #ids < max then redis.call('DEL', KEYS[4]) end
-if #KEYS >= 6 then
-  local first = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
-  if #first == 2 then result[#result + 1] = first[2] else result[#result + 1] = false end
-end
+if #KEYS >= 6 then result[#result + 1] = curlyq_earliest_score(KEYS[6]) end
 return result

@@ -243,10 +243,6 @@ impl<T: Transport> ScriptBackend<T> {
         }
     }
 
-    /// Kills taken jobs whose IDs are not UTF-8 (a foreign producer wrote them): job IDs
-    /// are strings in curlyq, so such a job could be neither run under its ID nor acked.
-    /// Killed by their raw bytes, data kept as stored. If that fails they stay in flight
-    /// and come back through the custodian once this consumer is gone.
     /// `take`, and with `peek` the scheduled set's earliest score in the same script.
     async fn take_from(
         &self,
@@ -271,6 +267,10 @@ impl<T: Transport> ScriptBackend<T> {
         })
     }
 
+    /// Kills taken jobs whose IDs are not UTF-8 (a foreign producer wrote them): job IDs
+    /// are strings in curlyq, so such a job could be neither run under its ID nor acked.
+    /// Killed by their raw bytes, data kept as stored. If that fails they stay in flight
+    /// and come back through the custodian once this consumer is gone.
     async fn kill_not_utf8(&self, keys: &Keys, inflight: &str, ids: &[Vec<u8>], now: f64) {
         let kill = calls::kill_not_utf8_calls(keys, inflight, ids, now);
         match self.run(&kill, None).await {

@@ -509,10 +509,7 @@ pub fn parse_take(replies: &[Reply], peek: bool) -> Result<Taken, BackendError> 
             let (score, rest) = items
                 .split_last()
                 .ok_or_else(|| invalid("take: no earliest scheduled score"))?;
-            taken.scheduled = match optional_score("take", score)? {
-                Some(score) => ScheduledPeek::Earliest(score),
-                None => ScheduledPeek::Empty,
-            };
+            taken.scheduled = optional_score("take", score)?.into();
             items = rest;
         }
         if items.len() % 2 != 0 {

@@ -109,7 +109,7 @@ impl Driver {
             // Everything ready now goes to the core in one round, so that what happened
             // together is acted on together (one outcome call for handlers that ended
             // together).
-            let (fired, inputs) = std::future::poll_fn(|cx| {
+            let (fired, mut inputs) = std::future::poll_fn(|cx| {
                 let mut inputs = Vec::new();
                 let mut fired = None;
                 while let Poll::Ready(Some((run, result))) = self.done_rx.poll_next_unpin(cx) {
@@ -149,7 +149,6 @@ impl Driver {
                 }
             })
             .await;
-            let mut inputs = inputs;
             let ended = inputs
                 .iter()
                 .filter(|i| matches!(i, Input::HandlerFinished { .. }))

@@ -83,7 +83,6 @@ impl Published {
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<ConsumerId>> {
-        // Only an assignment happens under this lock: a poisoned one holds valid data.
-        self.current.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.current)
     }
 }
