@@ -415,11 +415,14 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// # Behavior
     /// - Returns, per ID, whether it was owned. A job not owned is left untouched.
     /// - An owned job's last error (see [`retry`](Self::retry)) is removed with it.
+    /// - Counts the owned jobs as processed, in the total and in `now`'s minute
+    ///   ([`stats`](Self::stats)).
     async fn ack(
         &self,
         queue: &QueueName,
         consumer: &ConsumerId,
         ids: &[String],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError>;
 
     /// Schedules failed jobs for another run: for each owned job, removes it from
@@ -429,11 +432,14 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// - Returns, per job, whether it was owned; a job not owned is left untouched.
     /// - For each owned job, stores [`RetryJob::error`] as the job's last error
     ///   ([`QueueSnapshot::errors`]), replacing an earlier one; `None` removes it.
+    /// - Counts the owned jobs as processed, failed and retried, in the total and in
+    ///   `now`'s minute.
     async fn retry(
         &self,
         queue: &QueueName,
         consumer: &ConsumerId,
         jobs: &[RetryJob],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError>;
 
     /// Moves failed jobs to the dead set: for each owned job, removes it from in-flight,
@@ -443,6 +449,8 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// # Behavior
     /// - Returns, per job, whether it was owned; a job not owned is left untouched.
     /// - An owned job's last error is removed: its dead reason takes over.
+    /// - Counts the owned jobs as processed, failed and killed, in the total and in
+    ///   `now`'s minute.
     async fn kill(
         &self,
         queue: &QueueName,
@@ -468,7 +476,8 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// # Behavior
     /// - Counts each requeue of a job; a job reaching `max_orphan_requeues` goes to the
     ///   dead set with a reason instead (when that option is non-zero), and its last
-    ///   error is removed as by [`kill`](Self::kill). A job requeued keeps its last error.
+    ///   error is removed as by [`kill`](Self::kill), and it is counted as by
+    ///   [`kill`](Self::kill) in `now`'s minute. A job requeued keeps its last error.
     /// - Never touches a consumer whose heartbeat is after `expired_before`.
     /// - Takes the jobs of one consumer in ascending ID order (byte order) and appends
     ///   them in that order, so that every backend makes the same choice when
@@ -527,5 +536,218 @@ pub trait QueueBackend: Send + Sync + 'static {
     /// them when they start. The default finds none.
     async fn settings_warnings(&self) -> Result<Vec<String>, BackendError> {
         Ok(Vec::new())
+    }
+
+    // ----- Admin operations (for tools: the `curlyq` CLI, dashboards). Each is one atomic
+    // step unless said otherwise. The provided implementations answer
+    // `BackendError::Unsupported`, so a backend written before them still builds.
+
+    /// The queues of this store: every name `Q` for which one of `Q:data`, `Q:active`,
+    /// `Q:scheduled`, `Q:dead` or `Q:consumers` exists with its type (Go CurlyQ's queues
+    /// included), sorted. On Redis, found with `SCAN` (never `KEYS`): not atomic, and
+    /// it costs a pass over the whole keyspace, in pages.
+    async fn list_queues(&self) -> Result<Vec<QueueName>, BackendError> {
+        Err(BackendError::Unsupported("list_queues"))
+    }
+
+    /// A queue's sizes, pause state, latency and counters at one instant.
+    ///
+    /// # Behavior
+    /// - `active`, `scheduled`, `dead`, `consumers` are the sizes of those keys;
+    ///   `inflight` sums the in-flight sets of the registered consumers.
+    /// - `oldest_ready_at` is the head job's ready time as its data says (see
+    ///   [`Job::ready_at`](crate::Job::ready_at)), `next_due` the scheduled set's lowest
+    ///   score.
+    /// - `minutes` holds the last `minutes` minutes up to `now`'s (at most
+    ///   [`COUNTER_MINUTES`](crate::admin::COUNTER_MINUTES)), oldest first, one entry
+    ///   each; `total` every counted outcome.
+    async fn stats(
+        &self,
+        queue: &QueueName,
+        now: f64,
+        minutes: usize,
+    ) -> Result<crate::admin::QueueStats, BackendError> {
+        let _ = (queue, now, minutes);
+        Err(BackendError::Unsupported("stats"))
+    }
+
+    /// The registered consumers, oldest heartbeat first, with their in-flight counts.
+    async fn consumers(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<crate::admin::ConsumerInfo>, BackendError> {
+        let _ = queue;
+        Err(BackendError::Unsupported("consumers"))
+    }
+
+    /// One page of the jobs in a state.
+    ///
+    /// # Behavior
+    /// - Active jobs from the head, scheduled and dead jobs by (score, ID), in-flight jobs
+    ///   by (consumer ID, job ID) over the registered consumers.
+    /// - Costs O(limit) (plus the offset in the active list, and the in-flight jobs of
+    ///   all consumers for that state), whatever the queue's size.
+    /// - Each entry carries its score, consumer or position, and what its data says
+    ///   (attempt, ready time, sizes, a preview of at most `preview` payload bytes),
+    ///   reason, last error and orphan count. A job without data is listed with
+    ///   `stored_bytes: None`.
+    async fn jobs(
+        &self,
+        queue: &QueueName,
+        page: crate::admin::PageRequest,
+    ) -> Result<crate::admin::JobPage, BackendError> {
+        let _ = (queue, page);
+        Err(BackendError::Unsupported("jobs"))
+    }
+
+    /// Finds a job by ID: where it is and its stored bytes; `None` when it has no data
+    /// and is in no list or set.
+    ///
+    /// # Behavior
+    /// - O(1) for the data, scheduled, dead and in-flight sets (one look per registered
+    ///   consumer); the active list is searched in its first
+    ///   [`FIND_ACTIVE_SCAN`](crate::admin::FIND_ACTIVE_SCAN) entries only.
+    /// - A job with data found nowhere is [`JobState::Unplaced`](crate::admin::JobState);
+    ///   when it is in several places, the first of in flight, scheduled, active, dead.
+    async fn find_job(
+        &self,
+        queue: &QueueName,
+        id: &str,
+    ) -> Result<Option<crate::admin::JobDetail>, BackendError> {
+        let _ = (queue, id);
+        Err(BackendError::Unsupported("find_job"))
+    }
+
+    /// Moves dead jobs to the tail of the active list (their dead reasons go; data and
+    /// attempt are kept) and sets the signal if any moved.
+    ///
+    /// # Behavior
+    /// - [`Selection::Ids`](crate::admin::Selection): each ID in the dead set moves, the
+    ///   others are reported skipped; [`Selection::Oldest`](crate::admin::Selection): the
+    ///   lowest-scored, at most [`MAX_BATCH`] per call.
+    async fn retry_dead(
+        &self,
+        queue: &QueueName,
+        selection: &crate::admin::Selection,
+    ) -> Result<crate::admin::ActionReport, BackendError> {
+        let _ = (queue, selection);
+        Err(BackendError::Unsupported("retry_dead"))
+    }
+
+    /// Moves scheduled jobs to the tail of the active list now, whatever their due time,
+    /// and sets the signal if any moved; same selection rules as
+    /// [`retry_dead`](Self::retry_dead).
+    async fn run_scheduled(
+        &self,
+        queue: &QueueName,
+        selection: &crate::admin::Selection,
+    ) -> Result<crate::admin::ActionReport, BackendError> {
+        let _ = (queue, selection);
+        Err(BackendError::Unsupported("run_scheduled"))
+    }
+
+    /// Deletes jobs by ID in any state but in flight: the references, the data and the
+    /// side fields (reason, last error, orphan count).
+    ///
+    /// # Behavior
+    /// - A job held by a registered consumer is not touched (reported `in_flight`).
+    /// - An ID with no data and no reference is reported `missing`.
+    /// - Removing an ID from the active list costs a pass over it (`LREM`).
+    async fn delete_jobs(
+        &self,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<crate::admin::DeleteReport, BackendError> {
+        let _ = (queue, ids);
+        Err(BackendError::Unsupported("delete_jobs"))
+    }
+
+    /// Deletes up to `max` jobs (at most [`MAX_BATCH`] per call) of a state, from the head
+    /// of the active list or the lowest scores, with their data and side fields; returns
+    /// how many. Call again until it returns 0.
+    ///
+    /// # Behavior
+    /// - Only [`JobState::Active`](crate::admin::JobState), `Scheduled` and `Dead`:
+    ///   in-flight jobs are their consumers'; any other state is
+    ///   [`BackendError::Rejected`].
+    async fn purge(
+        &self,
+        queue: &QueueName,
+        state: crate::admin::JobState,
+        max: usize,
+    ) -> Result<usize, BackendError> {
+        let _ = (queue, state, max);
+        Err(BackendError::Unsupported("purge"))
+    }
+
+    /// Removes a consumer whose last heartbeat is at or before `expired_before`, and moves
+    /// its in-flight jobs to the tail of the active list (ascending ID order; the signal
+    /// set if any). A consumer with a later heartbeat is left alone (`removed: false`).
+    async fn remove_consumer(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        expired_before: f64,
+    ) -> Result<crate::admin::RemoveReport, BackendError> {
+        let _ = (queue, consumer, expired_before);
+        Err(BackendError::Unsupported("remove_consumer"))
+    }
+
+    /// Pauses or resumes a queue (`Q:paused`); returns whether it was paused before.
+    ///
+    /// # Behavior
+    /// - While paused, [`take`](Self::take) takes nothing and clears the signal; pushes,
+    ///   schedules, the scheduler, the custodian and outcomes go on.
+    /// - Resuming sets the signal, so that idle consumers wake.
+    /// - Go CurlyQ's consumers do not know the key: they go on taking.
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, BackendError> {
+        let _ = (queue, paused);
+        Err(BackendError::Unsupported("set_paused"))
+    }
+
+    /// One page of the job IDs that have data (for the check): `Q:data`'s fields from
+    /// `cursor` (0 to start), about `count` of them, and the next cursor (`None` when the
+    /// pass is over). Every field present for the whole pass is returned at least once.
+    async fn data_ids(
+        &self,
+        queue: &QueueName,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(Vec<String>, Option<u64>), BackendError> {
+        let _ = (queue, cursor, count);
+        Err(BackendError::Unsupported("data_ids"))
+    }
+
+    /// In-flight sets whose consumer is not in the consumer set: consumer ID -> its jobs.
+    /// On Redis found with `SCAN` (`Q:inflight:*`).
+    async fn stray_inflight(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<(String, std::collections::BTreeSet<String>)>, BackendError> {
+        let _ = queue;
+        Err(BackendError::Unsupported("stray_inflight"))
+    }
+
+    /// Whether `problem` holds now (atomically): the problem as it stands (its places
+    /// as found now), or `None` when it no longer holds.
+    async fn confirm(
+        &self,
+        queue: &QueueName,
+        problem: &crate::admin::Problem,
+    ) -> Result<Option<crate::admin::Problem>, BackendError> {
+        let _ = (queue, problem);
+        Err(BackendError::Unsupported("confirm"))
+    }
+
+    /// Repairs one problem, if it still holds, in one atomic step (see
+    /// [`ProblemKind`](crate::admin::ProblemKind) for what each repair does); returns
+    /// whether anything changed. No job with data is ever deleted by a repair.
+    async fn repair(
+        &self,
+        queue: &QueueName,
+        problem: &crate::admin::Problem,
+    ) -> Result<bool, BackendError> {
+        let _ = (queue, problem);
+        Err(BackendError::Unsupported("repair"))
     }
 }

@@ -72,6 +72,9 @@ pub enum BackendError {
     /// Anything else, from a custom backend.
     #[error(transparent)]
     Other(BoxError),
+    /// The backend does not implement this (admin) operation.
+    #[error("this queue backend does not support the {0} operation")]
+    Unsupported(&'static str),
 }
 
 impl BackendError {

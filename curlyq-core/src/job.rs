@@ -36,6 +36,8 @@ pub struct Job {
     pub data: Vec<u8>,
     /// How many runs of this job have ended in failure so far (0 for a new job).
     pub attempt: u32,
+    /// When it last became ready to run, Unix milliseconds (see [`Job::ready_at`]).
+    ready_at_ms: Option<i64>,
 }
 
 impl fmt::Debug for Job {
@@ -44,6 +46,7 @@ impl fmt::Debug for Job {
             .field("id", &self.id)
             .field("data_len", &self.data.len())
             .field("attempt", &self.attempt)
+            .field("ready_at_ms", &self.ready_at_ms)
             .finish()
     }
 }
@@ -69,7 +72,33 @@ impl Job {
             id: random_uuid(),
             data: data.into(),
             attempt: 0,
+            ready_at_ms: None,
         }
+    }
+
+    /// When the job last became ready to run (pushed, or due when scheduled or retried),
+    /// Unix seconds with millisecond precision, as curlyq's producer and consumer write it
+    /// (in the encoding's extra key `ReadyAt`, which Go CurlyQ skips, and drops when it
+    /// rewrites a job). `None` for jobs that do not say. The admin stats read it as the
+    /// queue's latency.
+    ///
+    /// ```
+    /// use curlyq_core::Job;
+    /// let job = Job::new(b"x".to_vec()).with_ready_at(1_700_000_000.25);
+    /// let back = Job::decode(&job.encode()).unwrap();
+    /// assert_eq!(back.ready_at(), Some(1_700_000_000.25));
+    /// ```
+    pub fn ready_at(&self) -> Option<f64> {
+        self.ready_at_ms.map(|ms| ms as f64 / 1000.0)
+    }
+
+    /// Sets when the job became ready (Unix seconds; kept to the millisecond; a time that
+    /// is not finite clears it).
+    pub fn with_ready_at(mut self, unix_seconds: f64) -> Self {
+        self.ready_at_ms = unix_seconds
+            .is_finite()
+            .then(|| (unix_seconds * 1000.0).round() as i64);
+        self
     }
 
     /// Sets the job's ID (used for deduplication).
@@ -144,9 +173,14 @@ impl Job {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.id.len() + self.data.len() + 32);
         // Writing into a Vec cannot fail, so the results are ignored deliberately.
-        let _ = rmp::encode::write_map_len(&mut out, 3);
+        let _ = rmp::encode::write_map_len(&mut out, 3 + u32::from(self.ready_at_ms.is_some()));
         let _ = rmp::encode::write_str(&mut out, "ID");
         let _ = rmp::encode::write_str(&mut out, &self.id);
+        if let Some(ms) = self.ready_at_ms {
+            // Before `Data`, so that a bounded prefix of a large job still holds it.
+            let _ = rmp::encode::write_str(&mut out, "ReadyAt");
+            let _ = rmp::encode::write_sint(&mut out, ms);
+        }
         let _ = rmp::encode::write_str(&mut out, "Data");
         let _ = rmp::encode::write_bin(&mut out, &self.data);
         let _ = rmp::encode::write_str(&mut out, "Attempt");
@@ -174,6 +208,7 @@ impl Job {
         let mut id = None;
         let mut data = None;
         let mut attempt = None;
+        let mut ready_at_ms = None;
         for _ in 0..len {
             let key = read_str_or_bin(&mut rd)?;
             match key.as_slice() {
@@ -190,6 +225,8 @@ impl Job {
                     }
                 }
                 b"Attempt" => attempt = Some(read_attempt(&mut rd)?),
+                // Only an integer is ours; anything else under that name is skipped.
+                b"ReadyAt" => ready_at_ms = read_int(&mut rd)?,
                 _ => skip_value(&mut rd, 0)?,
             }
         }
@@ -197,8 +234,79 @@ impl Job {
             id: id.ok_or(DecodeError::MissingField("ID"))?,
             data: data.unwrap_or_default(),
             attempt: attempt.unwrap_or(0),
+            ready_at_ms,
         })
     }
+}
+
+/// What the first bytes of a stored job say (a prefix that may end anywhere).
+#[derive(Debug, Default)]
+pub(crate) struct Peek {
+    pub(crate) attempt: Option<u32>,
+    pub(crate) ready_at_ms: Option<i64>,
+    pub(crate) payload_bytes: Option<u64>,
+    pub(crate) preview: Vec<u8>,
+}
+
+/// Reads the keys of a job's map from a prefix of its encoding, as far as it goes.
+pub(crate) fn peek(prefix: &[u8], preview: usize) -> Peek {
+    let mut out = Peek::default();
+    let mut rd = prefix;
+    let len = match decode::read_marker(&mut rd) {
+        Ok(Marker::FixMap(n)) => u32::from(n),
+        Ok(Marker::Map16) => rd.read_data_u16().map(u32::from).unwrap_or(0),
+        Ok(Marker::Map32) => rd.read_data_u32().unwrap_or(0),
+        _ => return out,
+    };
+    for _ in 0..len {
+        let Ok(key) = read_str_or_bin(&mut rd) else {
+            return out;
+        };
+        match key.as_slice() {
+            b"Data" => {
+                let Ok(marker) = decode::read_marker(&mut rd) else {
+                    return out;
+                };
+                if marker == Marker::Null {
+                    out.payload_bytes = Some(0);
+                    continue;
+                }
+                let Ok(Some(n)) = read_len(&mut rd, marker) else {
+                    return out;
+                };
+                out.payload_bytes = Some(n as u64);
+                out.preview = rd[..rd.len().min(n).min(preview)].to_vec();
+                if rd.len() < n {
+                    return out;
+                }
+                rd = &rd[n..];
+            }
+            b"Attempt" => match read_attempt(&mut rd) {
+                Ok(attempt) => out.attempt = Some(attempt),
+                Err(_) => return out,
+            },
+            b"ReadyAt" => match read_int(&mut rd) {
+                Ok(ms) => out.ready_at_ms = ms,
+                Err(_) => return out,
+            },
+            _ => {
+                if skip_value(&mut rd, 0).is_err() {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `Attempt` of a job whose encoding ends with that key and its integer (as Go
+/// CurlyQ and curlyq write it), read from the encoding's last bytes.
+pub(crate) fn attempt_at_end(tail: &[u8]) -> Option<u32> {
+    const KEY: &[u8] = b"\xa7Attempt";
+    let at = tail.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let mut rd = &tail[at + KEY.len()..];
+    let attempt = read_attempt(&mut rd).ok()?;
+    rd.is_empty().then_some(attempt)
 }
 
 /// Maps any read error to [`DecodeError::Truncated`] (reads from a slice fail only at its end).
@@ -240,9 +348,10 @@ fn read_str_or_bin(rd: &mut &[u8]) -> Result<Vec<u8>, DecodeError> {
     }
 }
 
-fn read_attempt(rd: &mut &[u8]) -> Result<u32, DecodeError> {
-    let marker = decode::read_marker(rd).map_err(t)?;
-    let value: i128 = match marker {
+/// The integer after `marker`, or `None` when the marker is no integer (nothing more is
+/// read then).
+fn integer(rd: &mut &[u8], marker: Marker) -> Result<Option<i128>, DecodeError> {
+    Ok(Some(match marker {
         Marker::FixPos(n) => i128::from(n),
         Marker::FixNeg(n) => i128::from(n),
         Marker::U8 => i128::from(rd.read_data_u8().map_err(t)?),
@@ -253,15 +362,39 @@ fn read_attempt(rd: &mut &[u8]) -> Result<u32, DecodeError> {
         Marker::I16 => i128::from(rd.read_data_i16().map_err(t)?),
         Marker::I32 => i128::from(rd.read_data_i32().map_err(t)?),
         Marker::I64 => i128::from(rd.read_data_i64().map_err(t)?),
-        Marker::Null => 0,
-        other => {
+        _ => return Ok(None),
+    }))
+}
+
+fn read_attempt(rd: &mut &[u8]) -> Result<u32, DecodeError> {
+    let marker = decode::read_marker(rd).map_err(t)?;
+    let value = match integer(rd, marker)? {
+        Some(value) => value,
+        None if marker == Marker::Null => 0,
+        None => {
             return Err(DecodeError::UnexpectedType {
                 expected: "integer Attempt",
-                found: format!("{other:?}"),
+                found: format!("{marker:?}"),
             })
         }
     };
     u32::try_from(value).map_err(|_| DecodeError::AttemptOutOfRange(value))
+}
+
+/// An integer value that fits an `i64`; any other value is skipped and gives `None`.
+fn read_int(rd: &mut &[u8]) -> Result<Option<i64>, DecodeError> {
+    let mut probe = *rd;
+    let marker = decode::read_marker(&mut probe).map_err(t)?;
+    match integer(&mut probe, marker)? {
+        Some(value) => {
+            *rd = probe;
+            Ok(i64::try_from(value).ok())
+        }
+        None => {
+            skip_value(rd, 0)?;
+            Ok(None)
+        }
+    }
 }
 
 /// Skips one MessagePack value of any type (bounded nesting, no recursion blow-up).

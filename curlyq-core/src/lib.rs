@@ -10,6 +10,7 @@
 // docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 mod backend;
 mod backoff;
 mod codec;

@@ -638,6 +638,7 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         consumer: &ConsumerId,
         ids: &[String],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         self.op(queue, |q| {
             Ok(ids
@@ -660,6 +661,7 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         consumer: &ConsumerId,
         jobs: &[RetryJob],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         self.op(queue, |q| {
             for job in jobs {

@@ -131,11 +131,12 @@ impl Producer {
         // Oversized jobs are refused here, in place; the others go in one round trip.
         let mut results: Vec<Option<Result<String, ProduceError>>> = Vec::with_capacity(jobs.len());
         let mut encoded = Vec::with_capacity(jobs.len());
+        let now = unix_seconds(self.now());
         for job in jobs {
             match self.check_payload(job) {
                 Ok(job) => {
                     results.push(None);
-                    encoded.push(encode_with_id(job));
+                    encoded.push(encode_with_id(job, now));
                 }
                 Err(refused) => results.push(Some(Err(refused))),
             }
@@ -203,7 +204,7 @@ impl Producer {
     }
 
     async fn schedule(&self, at: f64, job: Job) -> Result<String, ProduceError> {
-        let job = encode_with_id(self.check_payload(job)?);
+        let job = encode_with_id(self.check_payload(job)?, at);
         if !at.is_finite() || at < 0.0 {
             return Err(ProduceError::InvalidTime {
                 id: job.id,
@@ -236,9 +237,14 @@ impl Producer {
     }
 }
 
-fn encode_with_id(mut job: Job) -> EncodedJob {
+/// The job with an ID (a fresh one when empty) and its ready time, encoded. A job that
+/// says when it became ready keeps that time (a tool moving jobs between queues).
+fn encode_with_id(mut job: Job, ready_at: f64) -> EncodedJob {
     if job.id.is_empty() {
         job.id = crate::job::random_uuid();
+    }
+    if job.ready_at().is_none() {
+        job = job.with_ready_at(ready_at);
     }
     EncodedJob {
         data: job.encode(),

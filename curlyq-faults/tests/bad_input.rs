@@ -366,7 +366,7 @@ async fn run_op(
         ),
         3 => ("enqueue_due", b.enqueue_due(q, 1.0, 10).await.map(drop)),
         4 => ("take", b.take(q, c, 1, 1_700_000_000.0).await.map(drop)),
-        5 => ("ack", b.ack(q, c, &zz).await.map(drop)),
+        5 => ("ack", b.ack(q, c, &zz, 0.0).await.map(drop)),
         6 => {
             let r = RetryJob {
                 error: None,
@@ -374,7 +374,7 @@ async fn run_op(
                 at: 1e10,
                 data: vec![1],
             };
-            ("retry", b.retry(q, c, &[r]).await.map(drop))
+            ("retry", b.retry(q, c, &[r], 0.0).await.map(drop))
         }
         7 => {
             let k = KillJob {

@@ -44,7 +44,7 @@
 //! backend.register(&queue, &consumer, 1_700_000_000.0, Registration::Join).await?;
 //! let jobs = backend.take(&queue, &consumer, 10, 1_700_000_000.0).await?;
 //! let ids: Vec<String> = jobs.into_iter().map(|job| job.id).collect();
-//! backend.ack(&queue, &consumer, &ids).await?;
+//! backend.ack(&queue, &consumer, &ids, 0.0).await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -47,7 +47,7 @@ async fn retry_writes_the_error_field_as_sent() {
     };
     assert_eq!(
         e.backend
-            .retry(&e.queue, &c, &[retry(Some(message))])
+            .retry(&e.queue, &c, &[retry(Some(message))], 0.0)
             .await
             .unwrap(),
         [true]
@@ -59,7 +59,10 @@ async fn retry_writes_the_error_field_as_sent() {
     e.backend.enqueue_due(&e.queue, 5.0, 1).await.unwrap();
     e.backend.take(&e.queue, &c, 1, 1.0).await.unwrap();
     assert_eq!(
-        e.backend.retry(&e.queue, &c, &[retry(None)]).await.unwrap(),
+        e.backend
+            .retry(&e.queue, &c, &[retry(None)], 0.0)
+            .await
+            .unwrap(),
         [true]
     );
     assert!(
@@ -217,12 +220,15 @@ async fn wrong_types_of_the_error_keys_are_refused_without_writing() {
         error: Some("boom".into()),
     };
     refused(
-        e.backend.retry(&e.queue, &c, &[retry]).await.map(drop),
+        e.backend.retry(&e.queue, &c, &[retry], 0.0).await.map(drop),
         "retry",
         &errors_key,
     );
     refused(
-        e.backend.ack(&e.queue, &c, &ids(&["b"])).await.map(drop),
+        e.backend
+            .ack(&e.queue, &c, &ids(&["b"]), 0.0)
+            .await
+            .map(drop),
         "ack",
         &errors_key,
     );

@@ -308,13 +308,16 @@ async fn ack_owned_and_not_owned() {
     taken_by(&e, &c, &[("a", "A"), ("b", "B")]).await;
     let _: () = e.q(&["HSET", &e.keys.orphaned, "a", "1"]).await;
     assert_eq!(
-        e.backend.ack(&e.queue, &other, &ids(&["a"])).await.unwrap(),
+        e.backend
+            .ack(&e.queue, &other, &ids(&["a"]), 0.0)
+            .await
+            .unwrap(),
         [false]
     );
     assert_eq!(e.hget(&e.keys.data, "a").await.unwrap(), b"A");
     let acked = e
         .backend
-        .ack(&e.queue, &c, &ids(&["a", "zzz"]))
+        .ack(&e.queue, &c, &ids(&["a", "zzz"]), 0.0)
         .await
         .unwrap();
     assert_eq!(acked, [true, false]);
@@ -322,7 +325,10 @@ async fn ack_owned_and_not_owned() {
     assert_eq!(e.hget(&e.keys.orphaned, "a").await, None);
     assert_eq!(e.members(&e.inflight(&c)).await, ["b"]);
     assert_eq!(
-        e.backend.ack(&e.queue, &c, &ids(&["a"])).await.unwrap(),
+        e.backend
+            .ack(&e.queue, &c, &ids(&["a"]), 0.0)
+            .await
+            .unwrap(),
         [false]
     );
 }
@@ -343,7 +349,7 @@ async fn retry_owned_and_not_owned() {
     };
     assert_eq!(
         e.backend
-            .retry(&e.queue, &other, std::slice::from_ref(&job_a))
+            .retry(&e.queue, &other, std::slice::from_ref(&job_a), 0.0)
             .await
             .unwrap(),
         [false]
@@ -354,7 +360,7 @@ async fn retry_owned_and_not_owned() {
     let _: () = e.q(&["HSET", &e.keys.orphaned, "a", "1"]).await;
     assert_eq!(
         e.backend
-            .retry(&e.queue, &c, std::slice::from_ref(&job_a))
+            .retry(&e.queue, &c, std::slice::from_ref(&job_a), 0.0)
             .await
             .unwrap(),
         [true]
@@ -364,7 +370,7 @@ async fn retry_owned_and_not_owned() {
     assert_eq!(e.hget(&e.keys.orphaned, "a").await, None);
     assert!(e.members(&e.inflight(&c)).await.is_empty());
     assert_eq!(
-        e.backend.retry(&e.queue, &c, &[job_a]).await.unwrap(),
+        e.backend.retry(&e.queue, &c, &[job_a], 0.0).await.unwrap(),
         [false]
     );
 }
@@ -450,7 +456,10 @@ async fn unregister_only_when_empty() {
     taken_by(&e, &c, &[("a", "A")]).await;
     assert!(!e.backend.unregister(&e.queue, &c).await.unwrap());
     assert!(e.zscore(&e.keys.consumers, &e.inflight(&c)).await.is_some());
-    e.backend.ack(&e.queue, &c, &ids(&["a"])).await.unwrap();
+    e.backend
+        .ack(&e.queue, &c, &ids(&["a"]), 0.0)
+        .await
+        .unwrap();
     assert!(e.backend.unregister(&e.queue, &c).await.unwrap());
     assert_eq!(e.zscore(&e.keys.consumers, &e.inflight(&c)).await, None);
     assert!(

@@ -1166,8 +1166,8 @@ async fn apply(backend: &dyn QueueBackend, queue: &QueueName, call: &Call) -> Ou
             .take_and_peek(queue, c, *max, 0.0)
             .await
             .map(|r| Reply::Taken(r.jobs, r.scheduled)),
-        Call::Ack(c, ids) => backend.ack(queue, c, ids).await.map(Reply::Flags),
-        Call::Retry(c, jobs) => backend.retry(queue, c, jobs).await.map(Reply::Flags),
+        Call::Ack(c, ids) => backend.ack(queue, c, ids, 0.0).await.map(Reply::Flags),
+        Call::Retry(c, jobs) => backend.retry(queue, c, jobs, 0.0).await.map(Reply::Flags),
         Call::Kill(c, jobs, now) => backend.kill(queue, c, jobs, *now).await.map(Reply::Flags),
         Call::GiveBack(c, ids) => backend.give_back(queue, c, ids).await.map(Reply::Count),
         Call::RequeueOrphans(sweep) => backend

@@ -405,12 +405,13 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         queue: &QueueName,
         consumer: &ConsumerId,
         ids: &[String],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         let gate = self.gate(Operation::Ack, queue)?;
         settle(
             gate,
             Operation::Ack,
-            self.inner.ack(queue, consumer, ids).await,
+            self.inner.ack(queue, consumer, ids, now).await,
         )
     }
 
@@ -419,12 +420,13 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         queue: &QueueName,
         consumer: &ConsumerId,
         jobs: &[RetryJob],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         let gate = self.gate(Operation::Retry, queue)?;
         settle(
             gate,
             Operation::Retry,
-            self.inner.retry(queue, consumer, jobs).await,
+            self.inner.retry(queue, consumer, jobs, now).await,
         )
     }
 

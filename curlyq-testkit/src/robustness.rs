@@ -454,7 +454,10 @@ pub async fn wrongtype_rejects_without_writing<B: Backend>(env: Env<B>) {
         backend.take(queue, &c, 5, 1_700_000_000.0).await.map(drop),
         "take",
     );
-    rejected(backend.ack(queue, &c, &ids(&["a"])).await.map(drop), "ack");
+    rejected(
+        backend.ack(queue, &c, &ids(&["a"]), 0.0).await.map(drop),
+        "ack",
+    );
     rejected(
         backend.push(queue, &many(2500)).await.map(drop),
         "chunked push",

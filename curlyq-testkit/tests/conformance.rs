@@ -132,9 +132,10 @@ impl QueueBackend for Broken {
         q: &QueueName,
         c: &ConsumerId,
         ids: &[String],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         let before = self.inner.snapshot(q);
-        let acked = self.inner.ack(q, c, ids).await?;
+        let acked = self.inner.ack(q, c, ids, now).await?;
         if self.fault == Fault::AckLeavesData {
             for (id, done) in ids.iter().zip(&acked) {
                 if let (true, Some(bytes)) = (done, before.data.get(id)) {
@@ -150,9 +151,10 @@ impl QueueBackend for Broken {
         q: &QueueName,
         c: &ConsumerId,
         jobs: &[RetryJob],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         if self.fault != Fault::RetryKeepsAttempt {
-            return self.inner.retry(q, c, jobs).await;
+            return self.inner.retry(q, c, jobs, now).await;
         }
         let before = self.inner.snapshot(q);
         let stale: Vec<RetryJob> = jobs
@@ -167,7 +169,7 @@ impl QueueBackend for Broken {
                 ..job.clone()
             })
             .collect();
-        self.inner.retry(q, c, &stale).await
+        self.inner.retry(q, c, &stale, now).await
     }
 
     async fn kill(
@@ -214,7 +216,7 @@ impl QueueBackend for Broken {
         };
         // Drop it: acked on the consumer's behalf, so its data is gone too.
         self.inner
-            .ack(q, &ConsumerId::from_string(consumer), &[id])
+            .ack(q, &ConsumerId::from_string(consumer), &[id], 0.0)
             .await?;
         let rest = OrphanSweep {
             max_jobs: sweep.max_jobs - 1,

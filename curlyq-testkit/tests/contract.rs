@@ -147,6 +147,7 @@ impl QueueBackend for AckAnything {
         q: &QueueName,
         _c: &ConsumerId,
         ids: &[String],
+        _now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         for id in ids {
             self.0.remove_data(q, id);
@@ -158,8 +159,9 @@ impl QueueBackend for AckAnything {
         q: &QueueName,
         c: &ConsumerId,
         jobs: &[RetryJob],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
-        self.0.retry(q, c, jobs).await
+        self.0.retry(q, c, jobs, now).await
     }
     async fn kill(
         &self,
@@ -289,7 +291,7 @@ async fn a_go_ack_leaves_the_last_error() {
         at: 1.0,
         error: Some("boom".into()),
     };
-    backend.retry(&queue, &c, &[retry]).await.unwrap();
+    backend.retry(&queue, &c, &[retry], 0.0).await.unwrap();
     backend.enqueue_due(&queue, 1.0, 1).await.unwrap();
     backend.take(&queue, &c, 1, 1.0).await.unwrap();
     assert!(backend.go_ack(&queue, &c, "a"));

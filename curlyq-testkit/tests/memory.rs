@@ -330,18 +330,23 @@ async fn ack_only_owned() {
     let other = joined(&b, &q, "other", 1.0).await;
     let before = b.snapshot(&q);
     assert_eq!(
-        b.ack(&q, &other, &ids(&["a", "b"])).await.unwrap(),
+        b.ack(&q, &other, &ids(&["a", "b"]), 0.0).await.unwrap(),
         vec![false, false]
     );
     assert_eq!(b.snapshot(&q), before);
     assert_eq!(
-        b.ack(&q, &owner, &ids(&["a", "zz", "a"])).await.unwrap(),
+        b.ack(&q, &owner, &ids(&["a", "zz", "a"]), 0.0)
+            .await
+            .unwrap(),
         vec![true, false, false]
     );
     let s = b.snapshot(&q);
     assert!(!s.data.contains_key("a"));
     assert_eq!(s.inflight["owner"], sset(&["b"]));
-    assert_eq!(b.ack(&q, &owner, &ids(&["b"])).await.unwrap(), vec![true]);
+    assert_eq!(
+        b.ack(&q, &owner, &ids(&["b"]), 0.0).await.unwrap(),
+        vec![true]
+    );
     let s = b.snapshot(&q);
     assert!(s.data.is_empty());
     assert!(s.inflight.is_empty(), "empty in-flight sets are dropped");
@@ -365,7 +370,7 @@ async fn ack_retry_kill_clear_the_orphan_count() {
     assert_eq!(b.snapshot(&q).orphaned, orphaned);
     let x = joined(&b, &q, "x", 100.0).await;
     b.take(&q, &x, 3, 1_700_000_000.0).await.unwrap();
-    b.ack(&q, &x, &ids(&["a"])).await.unwrap();
+    b.ack(&q, &x, &ids(&["a"]), 0.0).await.unwrap();
     b.retry(
         &q,
         &x,
@@ -375,6 +380,7 @@ async fn ack_retry_kill_clear_the_orphan_count() {
             data: b"r2".to_vec(),
             at: 50.0,
         }],
+        0.0,
     )
     .await
     .unwrap();
@@ -407,12 +413,12 @@ async fn retry_only_owned() {
     };
     let before = b.snapshot(&q);
     assert_eq!(
-        b.retry(&q, &other, &[retry("a", 9.0)]).await.unwrap(),
+        b.retry(&q, &other, &[retry("a", 9.0)], 0.0).await.unwrap(),
         vec![false]
     );
     assert_eq!(b.snapshot(&q), before);
     assert_eq!(
-        b.retry(&q, &owner, &[retry("a", 9.0), retry("nope", 9.0)])
+        b.retry(&q, &owner, &[retry("a", 9.0), retry("nope", 9.0)], 0.0)
             .await
             .unwrap(),
         vec![true, false]
@@ -736,7 +742,7 @@ async fn unregister_only_when_nothing_in_flight() {
     assert!(!b.unregister(&q, &busy).await.unwrap());
     assert!(b.unregister(&q, &idle).await.unwrap());
     assert_eq!(b.snapshot(&q).consumers, vec![("busy".to_string(), 1.0)]);
-    b.ack(&q, &busy, &ids(&["a"])).await.unwrap();
+    b.ack(&q, &busy, &ids(&["a"]), 0.0).await.unwrap();
     assert!(b.unregister(&q, &busy).await.unwrap());
     assert!(b.snapshot(&q).consumers.is_empty());
     assert!(

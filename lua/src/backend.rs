@@ -393,6 +393,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         queue: &QueueName,
         consumer: &ConsumerId,
         ids: &[String],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
@@ -405,6 +406,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         queue: &QueueName,
         consumer: &ConsumerId,
         jobs: &[RetryJob],
+        now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());

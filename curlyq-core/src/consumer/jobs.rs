@@ -373,9 +373,11 @@ impl ConsumerCore {
             AfterFailure::Retry(delay) => {
                 debug!(queue = %self.queue, job_id = %next.id, attempt, error = %reason,
                     retry_in = ?delay, "curlyq job failed; retrying");
+                let at = self.unix_now() + delay.as_secs_f64();
+                let next = next.with_ready_at(at);
                 Outcome::Retry(RetryJob {
                     data: next.encode(),
-                    at: self.unix_now() + delay.as_secs_f64(),
+                    at,
                     id: next.id,
                     error: Some(bounded_error(&reason)),
                 })

@@ -200,16 +200,18 @@ impl ConsumerCore {
                 Outcome::Kill(job) => kills.push(job.clone()),
             }
         }
+        let now = self.unix_now();
         match g.kind {
-            Kind::Ack => BackendCall::Ack { consumer, ids },
+            Kind::Ack => BackendCall::Ack { consumer, ids, now },
             Kind::Retry => BackendCall::Retry {
                 consumer,
                 jobs: retries,
+                now,
             },
             Kind::Kill => BackendCall::Kill {
                 consumer,
                 jobs: kills,
-                now: self.unix_now(),
+                now,
             },
         }
     }

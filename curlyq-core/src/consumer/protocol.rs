@@ -82,6 +82,8 @@ pub enum BackendCall {
         consumer: ConsumerId,
         /// The jobs' IDs.
         ids: Vec<String>,
+        /// The time the outcome is recorded (its counters' minute), Unix seconds.
+        now: f64,
     },
     /// [`QueueBackend::retry`].
     Retry {
@@ -89,6 +91,8 @@ pub enum BackendCall {
         consumer: ConsumerId,
         /// The jobs with their next run time.
         jobs: Vec<RetryJob>,
+        /// The time the outcome is recorded (its counters' minute), Unix seconds.
+        now: f64,
     },
     /// [`QueueBackend::kill`].
     Kill {
@@ -141,12 +145,14 @@ impl BackendCall {
                 Reply::Taken(backend.take_and_peek(queue, &consumer, max, now).await?)
             }
             BackendCall::Wait { .. } => Reply::Signal(false),
-            BackendCall::Ack { consumer, ids } => {
-                Reply::Owned(backend.ack(queue, &consumer, &ids).await?)
+            BackendCall::Ack { consumer, ids, now } => {
+                Reply::Owned(backend.ack(queue, &consumer, &ids, now).await?)
             }
-            BackendCall::Retry { consumer, jobs } => {
-                Reply::Owned(backend.retry(queue, &consumer, &jobs).await?)
-            }
+            BackendCall::Retry {
+                consumer,
+                jobs,
+                now,
+            } => Reply::Owned(backend.retry(queue, &consumer, &jobs, now).await?),
             BackendCall::Kill {
                 consumer,
                 jobs,

@@ -80,12 +80,14 @@ pub(super) async fn lost_reply_ack_leaves_the_job_acked<B: QueueBackend>(
     let (owner, _) = owned_setup(b, q, &["a", "b"]).await?;
     b.fail_next_applied(1);
     expect_injected(
-        b.ack(q, &owner, &strings(&["a"])).await,
+        b.ack(q, &owner, &strings(&["a"]), 0.0).await,
         Operation::Ack,
         true,
     )?;
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["a", "b"])).await.ctx("ack")?,
+        b.ack(q, &owner, &strings(&["a", "b"]), 0.0)
+            .await
+            .ctx("ack")?,
         vec![false, true],
         "ack again after the lost reply (a was acked, b was not)"
     );
@@ -115,7 +117,7 @@ pub(super) async fn lost_reply_take_leaves_jobs_in_flight<B: QueueBackend>(
         "jobs still active after a take whose reply was lost"
     );
     ensure_eq!(
-        b.ack(q, &c, &strings(&["a", "b"])).await.ctx("ack")?,
+        b.ack(q, &c, &strings(&["a", "b"]), 0.0).await.ctx("ack")?,
         vec![true, true],
         "ack by the consumer whose take reply was lost"
     );
@@ -178,14 +180,18 @@ pub(super) async fn failing_calls_change_nothing<B: QueueBackend>(
         Operation::Take,
         false,
     )?;
-    expect_injected(b.ack(q, &c, &strings(&["a"])).await, Operation::Ack, false)?;
+    expect_injected(
+        b.ack(q, &c, &strings(&["a"]), 0.0).await,
+        Operation::Ack,
+        false,
+    )?;
     let retry = RetryJob {
         error: None,
         id: "a".into(),
         data: b"retried".to_vec(),
         at: 5.0,
     };
-    expect_injected(b.retry(q, &c, &[retry]).await, Operation::Retry, false)?;
+    expect_injected(b.retry(q, &c, &[retry], 0.0).await, Operation::Retry, false)?;
     let kill = KillJob {
         id: "a".into(),
         data: None,

@@ -45,7 +45,7 @@ pub(super) async fn trim_dead_removes_errors_left_by_go(
         .map(|(id, error)| failed(id, 10.0, Some(error)))
         .collect();
     ensure_eq!(
-        b.retry(q, &owner, &retries).await.ctx("retry")?,
+        b.retry(q, &owner, &retries, 0.0).await.ctx("retry")?,
         vec![true; 3],
         "retry by the curlyq owner"
     );
@@ -98,7 +98,7 @@ pub(super) async fn trim_dead_tolerates_errors_within_keep_at_most(
         failed("a", 10.0, Some("failed a")),
         failed("b", 10.0, Some("failed b")),
     ];
-    b.retry(q, &owner, &retries).await.ctx("retry")?;
+    b.retry(q, &owner, &retries, 0.0).await.ctx("retry")?;
     b.enqueue_due(q, 10.0, 10).await.ctx("enqueue_due")?;
     let gopher = gopher_takes(b, q, 2).await?;
     go_ack(go, q, &gopher, "a").await?;
@@ -132,7 +132,7 @@ pub(super) async fn trim_dead_sweeps_many_errors_in_bounded_passes(
         .map(|id| failed(id, 10.0, Some(&format!("failed {id}"))))
         .collect();
     ensure_eq!(
-        b.retry(q, &owner, &retries).await.ctx("retry")?,
+        b.retry(q, &owner, &retries, 0.0).await.ctx("retry")?,
         vec![true; n],
         "retry of every job"
     );

@@ -782,7 +782,7 @@ async fn retried_with_errors(
         .zip(&messages)
         .map(|(id, error)| failed(id, 10.0, Some(error)))
         .collect();
-    let retried = b.retry(q, owner, &retries).await.ctx("retry")?;
+    let retried = b.retry(q, owner, &retries, 0.0).await.ctx("retry")?;
     ensure_eq!(retried, vec![true; ids.len()], "retry of the owned jobs");
     let due = b.enqueue_due(q, 10.0, ids.len()).await.ctx("enqueue_due")?;
     ensure_eq!(due.moved, ids.len(), "retried jobs due at 10");

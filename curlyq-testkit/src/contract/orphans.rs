@@ -125,7 +125,7 @@ pub(super) async fn requeue_orphans_spares_live_consumers(
         "sweep expiring the consumer whose heartbeat equals expired_before"
     );
     ensure_eq!(
-        b.ack(q, &live, &strings(&["l"])).await.ctx("ack")?,
+        b.ack(q, &live, &strings(&["l"]), 0.0).await.ctx("ack")?,
         vec![true],
         "live consumer's job still owned"
     );
@@ -134,7 +134,7 @@ pub(super) async fn requeue_orphans_spares_live_consumers(
         "live consumer was removed"
     );
     ensure_eq!(
-        b.ack(q, &edge, &strings(&["e"])).await.ctx("ack")?,
+        b.ack(q, &edge, &strings(&["e"]), 0.0).await.ctx("ack")?,
         vec![false],
         "expired consumer still owns its job"
     );
@@ -250,7 +250,9 @@ pub(super) async fn orphan_count_cleared_when_job_ends(
     join(b, q, &finisher, 100.0).await?;
     b.take(q, &finisher, 1, 1_700_000_000.0).await.ctx("take")?;
     ensure_eq!(
-        b.ack(q, &finisher, &strings(&["j"])).await.ctx("ack")?,
+        b.ack(q, &finisher, &strings(&["j"]), 0.0)
+            .await
+            .ctx("ack")?,
         vec![true],
         "ack"
     );

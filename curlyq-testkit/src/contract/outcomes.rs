@@ -5,7 +5,9 @@ use super::*;
 pub(super) async fn ack_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
     let (owner, other) = owned_setup(b, q, &["a", "b"]).await?;
     ensure_eq!(
-        b.ack(q, &other, &strings(&["a", "b"])).await.ctx("ack")?,
+        b.ack(q, &other, &strings(&["a", "b"]), 0.0)
+            .await
+            .ctx("ack")?,
         vec![false, false],
         "ack by another consumer"
     );
@@ -14,7 +16,7 @@ pub(super) async fn ack_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Outco
         "job a gone after another consumer's ack"
     );
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["a", "missing", "a"]))
+        b.ack(q, &owner, &strings(&["a", "missing", "a"]), 0.0)
             .await
             .ctx("ack")?,
         vec![true, false, false],
@@ -22,12 +24,12 @@ pub(super) async fn ack_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Outco
     );
     ensure!(!exists(b, q, "a").await?, "data of acked job a still there");
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["b"])).await.ctx("ack")?,
+        b.ack(q, &owner, &strings(&["b"]), 0.0).await.ctx("ack")?,
         vec![true],
         "ack of b by the owner"
     );
     ensure_eq!(
-        b.ack(q, &owner, &[]).await.ctx("ack")?,
+        b.ack(q, &owner, &[], 0.0).await.ctx("ack")?,
         Vec::<bool>::new(),
         "ack of nothing"
     );
@@ -43,24 +45,28 @@ pub(super) async fn retry_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Out
         at,
     };
     ensure_eq!(
-        b.retry(q, &other, &[retry("a", 50.0)]).await.ctx("retry")?,
+        b.retry(q, &other, &[retry("a", 50.0)], 0.0)
+            .await
+            .ctx("retry")?,
         vec![false],
         "retry by another consumer"
     );
     ensure_eq!(
-        b.retry(q, &owner, &[retry("a", 50.0), retry("zzz", 50.0)])
+        b.retry(q, &owner, &[retry("a", 50.0), retry("zzz", 50.0)], 0.0)
             .await
             .ctx("retry")?,
         vec![true, false],
         "retry by the owner (a, an unknown ID)"
     );
     ensure_eq!(
-        b.retry(q, &owner, &[retry("a", 60.0)]).await.ctx("retry")?,
+        b.retry(q, &owner, &[retry("a", 60.0)], 0.0)
+            .await
+            .ctx("retry")?,
         vec![false],
         "second retry of a"
     );
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["a"])).await.ctx("ack")?,
+        b.ack(q, &owner, &strings(&["a"]), 0.0).await.ctx("ack")?,
         vec![false],
         "ack of a retried job"
     );
@@ -80,7 +86,7 @@ pub(super) async fn retry_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Out
         "data of the retried job"
     );
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["b"])).await.ctx("ack")?,
+        b.ack(q, &owner, &strings(&["b"]), 0.0).await.ctx("ack")?,
         vec![true],
         "b still owned by the owner"
     );
@@ -121,7 +127,9 @@ pub(super) async fn kill_only_owned(b: &dyn QueueBackend, q: &QueueName) -> Outc
         "second kill of a"
     );
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["a", "c"])).await.ctx("ack")?,
+        b.ack(q, &owner, &strings(&["a", "c"]), 0.0)
+            .await
+            .ctx("ack")?,
         vec![false, true],
         "ack after kill"
     );
@@ -199,12 +207,14 @@ pub(super) async fn give_back_only_owned(b: &dyn QueueBackend, q: &QueueName) ->
         "data of a given-back job"
     );
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["a", "b"])).await.ctx("ack")?,
+        b.ack(q, &owner, &strings(&["a", "b"]), 0.0)
+            .await
+            .ctx("ack")?,
         vec![false, false],
         "ack by the owner after give_back"
     );
     ensure_eq!(
-        b.ack(q, &other, &strings(&["c", "a", "d", "b"]))
+        b.ack(q, &other, &strings(&["c", "a", "d", "b"]), 0.0)
             .await
             .ctx("ack")?,
         vec![true; 4],
@@ -229,6 +239,7 @@ pub(super) async fn retry_keeps_the_last_error(b: &dyn QueueBackend, q: &QueueNa
             q,
             &owner,
             &[failed("a", 20.0, Some(&long)), failed("b", 20.0, None)],
+            0.0,
         )
         .await
         .ctx("retry")?;
@@ -247,14 +258,14 @@ pub(super) async fn retry_not_owned_writes_no_error(
 ) -> Outcome {
     let (owner, other) = owned_setup(b, q, &["a"]).await?;
     ensure_eq!(
-        b.retry(q, &other, &[failed("a", 10.0, Some("not mine"))])
+        b.retry(q, &other, &[failed("a", 10.0, Some("not mine"))], 0.0)
             .await
             .ctx("retry")?,
         vec![false],
         "retry of a by another consumer"
     );
     ensure_eq!(
-        b.retry(q, &owner, &[failed("zzz", 10.0, Some("unknown"))])
+        b.retry(q, &owner, &[failed("zzz", 10.0, Some("unknown"))], 0.0)
             .await
             .ctx("retry")?,
         vec![false],
@@ -272,7 +283,8 @@ pub(super) async fn retry_not_owned_writes_no_error(
             &[
                 failed("a", 10.0, Some("mine")),
                 failed("a", 10.0, Some("again"))
-            ]
+            ],
+            0.0
         )
         .await
         .ctx("retry")?,
@@ -291,7 +303,7 @@ pub(super) async fn ack_clears_the_last_error(b: &dyn QueueBackend, q: &QueueNam
     let (owner, other) = owned_setup(b, q, &["a", "b", "c"]).await?;
     retried_with_errors(b, q, &owner, &owner, &["a", "b", "c"]).await?;
     ensure_eq!(
-        b.ack(q, &other, &strings(&["a"])).await.ctx("ack")?,
+        b.ack(q, &other, &strings(&["a"]), 0.0).await.ctx("ack")?,
         vec![false],
         "ack of a by another consumer"
     );
@@ -301,7 +313,9 @@ pub(super) async fn ack_clears_the_last_error(b: &dyn QueueBackend, q: &QueueNam
         "last errors after an ack of a job not owned"
     );
     ensure_eq!(
-        b.ack(q, &owner, &strings(&["a", "b"])).await.ctx("ack")?,
+        b.ack(q, &owner, &strings(&["a", "b"]), 0.0)
+            .await
+            .ctx("ack")?,
         vec![true, true],
         "ack of a and b by the owner"
     );

@@ -91,7 +91,7 @@ pub(super) async fn push_deduplicates_existing_ids(b: &dyn QueueBackend, q: &Que
     );
     // Acked: the ID is free again.
     ensure_eq!(
-        b.ack(q, &c, &strings(&["new"])).await.ctx("ack")?,
+        b.ack(q, &c, &strings(&["new"]), 0.0).await.ctx("ack")?,
         vec![true],
         "ack"
     );

@@ -97,7 +97,9 @@ pub(super) async fn take_requires_registration(b: &dyn QueueBackend, q: &QueueNa
         "jobs left after the refused take"
     );
     ensure_eq!(
-        b.ack(q, &stranger, &strings(&["a"])).await.ctx("ack")?,
+        b.ack(q, &stranger, &strings(&["a"]), 0.0)
+            .await
+            .ctx("ack")?,
         vec![false],
         "ack by the refused consumer"
     );
@@ -240,7 +242,7 @@ pub(super) async fn take_moves_head_and_clears_signal(
     // Every taken job is owned by the consumer.
     let all = strings(&["a", "b", "c", "d", "e"]);
     ensure_eq!(
-        b.ack(q, &c, &all).await.ctx("ack")?,
+        b.ack(q, &c, &all, 0.0).await.ctx("ack")?,
         vec![true; 5],
         "ack of every taken job"
     );
@@ -280,7 +282,7 @@ pub(super) async fn unregister_only_when_idle(b: &dyn QueueBackend, q: &QueueNam
         "an unregistered consumer is still registered"
     );
     ensure_eq!(
-        b.ack(q, &busy, &strings(&["a"])).await.ctx("ack")?,
+        b.ack(q, &busy, &strings(&["a"]), 0.0).await.ctx("ack")?,
         vec![true],
         "ack"
     );
