@@ -106,6 +106,39 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The counts of `n` acked jobs.
+    pub fn acked(n: usize) -> Counts {
+        Counts {
+            processed: n as u64,
+            ..Counts::default()
+        }
+    }
+
+    /// The counts of `n` retried jobs.
+    pub fn retried(n: usize) -> Counts {
+        Counts {
+            processed: n as u64,
+            failed: n as u64,
+            retried: n as u64,
+            killed: 0,
+        }
+    }
+
+    /// The counts of `n` killed jobs.
+    pub fn killed(n: usize) -> Counts {
+        Counts {
+            processed: n as u64,
+            failed: n as u64,
+            retried: 0,
+            killed: n as u64,
+        }
+    }
+
+    /// Whether every counter is 0.
+    pub fn is_zero(&self) -> bool {
+        *self == Counts::default()
+    }
+
     /// Adds `other` field by field.
     pub fn add(&mut self, other: Counts) {
         self.processed += other.processed;

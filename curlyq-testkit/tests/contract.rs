@@ -68,6 +68,17 @@ fn check_names_start_with_their_operation() {
         "orphan_",
         "trim_dead_",
         "unregister_",
+        // The admin operations.
+        "stats_",
+        "pause_",
+        "jobs_",
+        "find_job_",
+        "run_scheduled_",
+        "delete_jobs_",
+        "purge_",
+        "remove_consumer_",
+        "list_queues_",
+        "check_",
     ];
     for check in CHECKS {
         assert!(

@@ -334,6 +334,21 @@ macro_rules! __contract_list {
                 dead {
                     trim_dead_by_age_and_count: "trim_dead removes jobs killed before a time and the oldest beyond a count, within max_jobs",
                 }
+                admin {
+                    stats_count_outcomes_by_minute: "stats give the sizes, and ack, retry and kill count in the total and in their minute",
+                    stats_report_the_head_jobs_ready_time: "stats give the ready time of the job at the head of the active list",
+                    pause_stops_takes_until_resumed: "a paused queue gives out nothing and clears the signal; resume sets it",
+                    jobs_pages_each_state_in_order: "pages list each state in its order, with cursors, positions, consumers, scores and reasons",
+                    jobs_preview_a_large_job: "a page shows a large job's attempt, ready time, sizes and a bounded preview",
+                    find_job_in_each_state: "find_job tells where a job is: active, scheduled, dead, in flight, or nowhere",
+                    retry_dead_moves_to_the_tail: "retry_dead moves dead jobs (by ID or oldest first) to the tail and drops their reasons",
+                    run_scheduled_now: "run_scheduled moves scheduled jobs (by ID or earliest first) to the tail",
+                    delete_jobs_in_any_state_but_in_flight: "delete_jobs removes jobs in every state but in flight",
+                    purge_a_state_in_chunks: "purge removes a state's jobs from the head, in chunks, and refuses the in-flight ones",
+                    remove_consumer_only_when_expired: "remove_consumer removes an expired consumer only, its jobs back by ID",
+                    list_queues_finds_this_queue: "list_queues lists a queue that holds a job",
+                    check_finds_nothing_on_a_consistent_queue: "data_ids covers every job, and check finds nothing on a consistent queue",
+                }
             }
             faults {
                 lost_reply_push_is_applied: "a push whose reply is lost is applied: pushing the same ID again reports it existing",
@@ -817,6 +832,7 @@ fn sweep(expired_before: f64, max_jobs: usize, max_orphan_requeues: u32) -> Orph
     }
 }
 
+mod admin;
 mod dead;
 mod faults;
 mod go;

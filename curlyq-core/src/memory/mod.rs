@@ -18,6 +18,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::admin::Counts;
 use crate::lock;
 use crate::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
@@ -27,6 +28,8 @@ use crate::{
 use async_trait::async_trait;
 use event_listener::Event;
 use futures::future::{self, Either};
+
+mod admin;
 
 /// The reason recorded for a job killed because its consumers kept dying while holding
 /// it; `{n}` is the number of times it was orphaned.
@@ -93,6 +96,10 @@ impl SortedSet {
         self.scores.len()
     }
 
+    fn score(&self, member: &str) -> Option<f64> {
+        self.scores.get(member).map(|s| s.0)
+    }
+
     fn first_score(&self) -> Option<f64> {
         self.order.first().map(|(score, _)| score.0)
     }
@@ -139,6 +146,12 @@ struct QueueState {
     event: Arc<Event>,
     /// The signal was set by the current operation: notify once the lock is released.
     notify: bool,
+    /// `Q:paused`: whether takes give out nothing.
+    paused: bool,
+    /// `Q:counts`: the outcome counters' totals.
+    total: Counts,
+    /// `Q:counts:<minute>`: minute -> its counters (pruned as Redis expires them).
+    minutes: BTreeMap<i64, Counts>,
 }
 
 impl QueueState {
@@ -157,6 +170,9 @@ impl QueueState {
             errors_cursor: None,
             event: Arc::new(Event::new()),
             notify: false,
+            paused: false,
+            total: Counts::default(),
+            minutes: BTreeMap::new(),
         }
     }
 
@@ -604,7 +620,7 @@ impl QueueBackend for MemoryBackend {
                 });
             }
             let mut taken = Vec::new();
-            while taken.len() < max {
+            while taken.len() < max && !q.paused {
                 let Some(id) = q.active.pop_front() else {
                     break;
                 };
@@ -652,7 +668,11 @@ impl QueueBackend for MemoryBackend {
                     }
                     owned
                 })
-                .collect())
+                .collect::<Vec<bool>>())
+            .map(|owned| {
+                q.count(now, Counts::acked(owned.iter().filter(|o| **o).count()));
+                owned
+            })
         })
     }
 
@@ -682,7 +702,11 @@ impl QueueBackend for MemoryBackend {
                     }
                     owned
                 })
-                .collect())
+                .collect::<Vec<bool>>())
+            .map(|owned| {
+                q.count(now, Counts::retried(owned.iter().filter(|o| **o).count()));
+                owned
+            })
         })
     }
 
@@ -704,7 +728,11 @@ impl QueueBackend for MemoryBackend {
                     }
                     owned
                 })
-                .collect())
+                .collect::<Vec<bool>>())
+            .map(|owned| {
+                q.count(now, Counts::killed(owned.iter().filter(|o| **o).count()));
+                owned
+            })
         })
     }
 
@@ -771,6 +799,7 @@ impl QueueBackend for MemoryBackend {
             if report.requeued > 0 {
                 q.set_signal();
             }
+            q.count(sweep.now, Counts::killed(report.killed));
             Ok(report)
         })
     }
@@ -818,6 +847,143 @@ impl QueueBackend for MemoryBackend {
             q.consumers.remove(consumer.as_str());
             Ok(true)
         })
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueName>, BackendError> {
+        let queues = lock(&self.shared.queues);
+        let mut names: Vec<QueueName> = queues
+            .iter()
+            .filter(|(_, q)| {
+                !(q.data.is_empty()
+                    && q.active.is_empty()
+                    && q.scheduled.len() == 0
+                    && q.dead.len() == 0
+                    && q.consumers.len() == 0)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn stats(
+        &self,
+        queue: &QueueName,
+        now: f64,
+        minutes: usize,
+    ) -> Result<crate::admin::QueueStats, BackendError> {
+        self.op(queue, |q| {
+            check_score("current time", now)?;
+            Ok(q.stats(now, minutes))
+        })
+    }
+
+    async fn consumers(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<crate::admin::ConsumerInfo>, BackendError> {
+        self.op(queue, |q| Ok(q.consumer_infos()))
+    }
+
+    async fn jobs(
+        &self,
+        queue: &QueueName,
+        page: crate::admin::PageRequest,
+    ) -> Result<crate::admin::JobPage, BackendError> {
+        self.op(queue, |q| Ok(q.page(page)))
+    }
+
+    async fn find_job(
+        &self,
+        queue: &QueueName,
+        id: &str,
+    ) -> Result<Option<crate::admin::JobDetail>, BackendError> {
+        self.op(queue, |q| Ok(q.find(id)))
+    }
+
+    async fn retry_dead(
+        &self,
+        queue: &QueueName,
+        selection: &crate::admin::Selection,
+    ) -> Result<crate::admin::ActionReport, BackendError> {
+        self.op(queue, |q| {
+            Ok(q.revive(crate::admin::JobState::Dead, selection))
+        })
+    }
+
+    async fn run_scheduled(
+        &self,
+        queue: &QueueName,
+        selection: &crate::admin::Selection,
+    ) -> Result<crate::admin::ActionReport, BackendError> {
+        self.op(queue, |q| {
+            Ok(q.revive(crate::admin::JobState::Scheduled, selection))
+        })
+    }
+
+    async fn delete_jobs(
+        &self,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<crate::admin::DeleteReport, BackendError> {
+        self.op(queue, |q| Ok(q.delete(ids)))
+    }
+
+    async fn purge(
+        &self,
+        queue: &QueueName,
+        state: crate::admin::JobState,
+        max: usize,
+    ) -> Result<usize, BackendError> {
+        self.op(queue, |q| q.purge(state, max))
+    }
+
+    async fn remove_consumer(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        expired_before: f64,
+    ) -> Result<crate::admin::RemoveReport, BackendError> {
+        self.op(queue, |q| {
+            check_score("expiry time", expired_before)?;
+            Ok(q.remove_consumer(consumer, expired_before))
+        })
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, BackendError> {
+        self.op(queue, |q| Ok(q.set_paused(paused)))
+    }
+
+    async fn data_ids(
+        &self,
+        queue: &QueueName,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(Vec<String>, Option<u64>), BackendError> {
+        self.op(queue, |q| Ok(q.data_ids(cursor, count)))
+    }
+
+    async fn stray_inflight(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<(String, BTreeSet<String>)>, BackendError> {
+        self.op(queue, |q| Ok(q.stray()))
+    }
+
+    async fn confirm(
+        &self,
+        queue: &QueueName,
+        problem: &crate::admin::Problem,
+    ) -> Result<Option<crate::admin::Problem>, BackendError> {
+        self.op(queue, |q| Ok(q.confirm(problem)))
+    }
+
+    async fn repair(
+        &self,
+        queue: &QueueName,
+        problem: &crate::admin::Problem,
+    ) -> Result<bool, BackendError> {
+        self.op(queue, |q| Ok(q.repair(problem)))
     }
 }
 
