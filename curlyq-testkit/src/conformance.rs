@@ -90,6 +90,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use curlyq_core::admin::{
+    ActionReport, DeleteReport, JobDetail, JobPage, JobState, PageRequest, QueueStats,
+    RemoveReport, Selection,
+};
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, Job, KillJob, OrphanReport,
     OrphanSweep, QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob,
@@ -285,6 +289,75 @@ pub enum Op {
         /// Who leaves.
         consumer: ConsumerRef,
     },
+    /// An admin operation (see [`AdminOp`]).
+    Admin(AdminOp),
+}
+
+/// An admin operation, interleaved with the consumer's operations.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum AdminOp {
+    /// `set_paused`.
+    Pause(bool),
+    /// `stats` at the clock, with that many minutes of counters.
+    Stats(usize),
+    /// `jobs`: one page of a state from a cursor.
+    Page(JobState, u64, usize),
+    /// `find_job`.
+    Find(JobRef),
+    /// `retry_dead` of these jobs, or of the oldest `n` when the list is empty.
+    RetryDead(Vec<JobRef>, usize),
+    /// `run_scheduled` of these jobs, or of the earliest `n` when the list is empty.
+    RunScheduled(Vec<JobRef>, usize),
+    /// `delete_jobs`.
+    Delete(Vec<JobRef>),
+    /// `purge` of a state, at most `n`.
+    Purge(JobState, usize),
+    /// `remove_consumer` with `expired_before = clock - timeout`.
+    RemoveConsumer(ConsumerRef, f64),
+}
+
+/// The strategy of one admin operation.
+pub fn admin_op() -> impl Strategy<Value = AdminOp> {
+    let state = || {
+        prop::sample::select(vec![
+            JobState::Active,
+            JobState::Scheduled,
+            JobState::Dead,
+            JobState::InFlight,
+        ])
+    };
+    let some_jobs = || prop::collection::vec(job_ref(), 0..=1);
+    prop_oneof![
+        2 => proptest::bool::ANY.prop_map(AdminOp::Pause),
+        2 => small(&[0, 1, 3]).prop_map(AdminOp::Stats),
+        3 => (state(), small(&[0, 1, 2]), small(&[1, 2, 5])).prop_map(|(s, c, l)| AdminOp::Page(s, c as u64, l)),
+        2 => job_ref().prop_map(AdminOp::Find),
+        2 => (some_jobs(), small(&[1, 2])).prop_map(|(j, n)| AdminOp::RetryDead(j, n)),
+        2 => (some_jobs(), small(&[1, 2])).prop_map(|(j, n)| AdminOp::RunScheduled(j, n)),
+        1 => prop::collection::vec(job_ref(), 1..=2).prop_map(AdminOp::Delete),
+        1 => (state(), small(&[1, 2])).prop_map(|(s, n)| AdminOp::Purge(s, n)),
+        1 => (consumer_ref(), prop::sample::select(vec![0.0, 5.0, 30.0])).prop_map(|(c, t)| AdminOp::RemoveConsumer(c, t)),
+    ]
+}
+
+/// [`ops`], with up to `max_ops / 4` admin operations inserted at random steps. The
+/// consumer operations are drawn first, so a seed gives the same ones as [`ops`] does.
+pub fn ops_with_admin(max_ops: usize) -> impl Strategy<Value = Vec<Op>> {
+    (
+        ops(max_ops),
+        prop::collection::vec((0..=max_ops, admin_op()), 0..=max_ops / 4),
+    )
+        .prop_map(|(mut ops, admin)| {
+            let mut admin = admin;
+            // Insert from the last position down, so that earlier indexes stay valid.
+            admin.sort_by(|a, b| b.0.cmp(&a.0));
+            for (at, op) in admin {
+                let at = at.min(ops.len());
+                ops.insert(at, Op::Admin(op));
+            }
+            ops
+        })
 }
 
 fn job_ref() -> impl Strategy<Value = JobRef> {
@@ -559,6 +632,13 @@ pub const PATHS: &[&str] = &[
     "trim_dead that removed jobs",
     "unregister refused (jobs in flight)",
     "retry that stored an error",
+    "take from a paused queue",
+    "retry_dead that moved jobs",
+    "run_scheduled that moved jobs",
+    "delete_jobs that deleted a job",
+    "purge that removed jobs",
+    "remove_consumer that requeued jobs",
+    "find_job of a job in flight",
 ];
 
 /// The paths of [`PATHS`] that one step took, judged by the model.
@@ -569,7 +649,7 @@ fn paths(
     after: &QueueSnapshot,
 ) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if let Call::Retry(_, jobs) = call {
+    if let Call::Retry(_, jobs, _) = call {
         for job in jobs {
             if !before.errors.contains_key(&job.id) && after.errors.contains_key(&job.id) {
                 out.push(PATHS[24]);
@@ -618,6 +698,13 @@ fn paths(
             }
         }
         Call::Take(..) => match outcome {
+            Ok(Reply::Taken(jobs, _))
+                if jobs.is_empty()
+                    && !before.active.is_empty()
+                    && matches!(call, Call::Take(_, max) if *max > 0) =>
+            {
+                out.push(PATHS[25]);
+            }
             Ok(Reply::Taken(jobs, _)) if jobs.is_empty() => out.push(PATHS[8]),
             Ok(Reply::Taken(..)) => out.push(PATHS[7]),
             Err(Refusal::NotRegistered) => out.push(PATHS[9]),
@@ -651,6 +738,38 @@ fn paths(
             out.push(PATHS[22]);
         }
         Call::Unregister(_) if outcome == &Ok(Reply::Flag(false)) => out.push(PATHS[23]),
+        Call::RetryDead(_) | Call::RunScheduled(_) => {
+            if let Ok(Reply::Action(report)) = outcome {
+                if !report.done.is_empty() {
+                    let retry = matches!(call, Call::RetryDead(_));
+                    out.push(if retry { PATHS[26] } else { PATHS[27] });
+                }
+            }
+        }
+        Call::Delete(_) => {
+            if let Ok(Reply::Deleted(report)) = outcome {
+                if !report.deleted.is_empty() {
+                    out.push(PATHS[28]);
+                }
+            }
+        }
+        Call::Purge(..) if matches!(outcome, Ok(Reply::Count(n)) if *n > 0) => {
+            out.push(PATHS[29]);
+        }
+        Call::RemoveConsumer(..) => {
+            if let Ok(Reply::Removed(report)) = outcome {
+                if report.requeued > 0 {
+                    out.push(PATHS[30]);
+                }
+            }
+        }
+        Call::Find(_) => {
+            if let Ok(Reply::Found(Some(found))) = outcome {
+                if found.summary.state == Some(JobState::InFlight) {
+                    out.push(PATHS[31]);
+                }
+            }
+        }
         _ => {}
     }
     out
@@ -957,7 +1076,7 @@ where
     let mut runner = TestRunner::new(runner_config);
     let steps = AtomicU64::new(0);
     let coverage = std::sync::Mutex::new(BTreeMap::new());
-    let result = runner.run(&ops(config.max_ops), |ops| {
+    let result = runner.run(&ops_with_admin(config.max_ops), |ops| {
         let queue = next_queue(&config.queue_prefix).map_err(TestCaseError::fail)?;
         steps.fetch_add(ops.len() as u64, Ordering::Relaxed);
         let mut taken = BTreeMap::new();
@@ -1052,13 +1171,22 @@ enum Call {
     Register(ConsumerId, f64, Registration),
     EnqueueDue(f64, usize),
     Take(ConsumerId, usize),
-    Ack(ConsumerId, Vec<String>),
-    Retry(ConsumerId, Vec<RetryJob>),
+    Ack(ConsumerId, Vec<String>, f64),
+    Retry(ConsumerId, Vec<RetryJob>, f64),
     Kill(ConsumerId, Vec<KillJob>, f64),
     GiveBack(ConsumerId, Vec<String>),
     RequeueOrphans(OrphanSweep),
     TrimDead(DeadTrim),
     Unregister(ConsumerId),
+    Pause(bool),
+    Stats(f64, usize),
+    Page(PageRequest),
+    Find(String),
+    RetryDead(Selection),
+    RunScheduled(Selection),
+    Delete(Vec<String>),
+    Purge(JobState, usize),
+    RemoveConsumer(ConsumerId, f64),
 }
 
 fn attempt_of(data: &[u8]) -> String {
@@ -1086,8 +1214,8 @@ impl fmt::Display for Call {
             Call::Register(c, now, mode) => write!(f, "register {c} {mode:?} at {now}"),
             Call::EnqueueDue(now, max) => write!(f, "enqueue_due now {now} max {max}"),
             Call::Take(c, max) => write!(f, "take {c} max {max}"),
-            Call::Ack(c, ids) => write!(f, "ack {c} {ids:?}"),
-            Call::Retry(c, jobs) => {
+            Call::Ack(c, ids, _) => write!(f, "ack {c} {ids:?}"),
+            Call::Retry(c, jobs, _) => {
                 let jobs: Vec<String> = jobs
                     .iter()
                     .map(|j| format!("{} at {} {}", j.id, j.at, attempt_of(&j.data)))
@@ -1116,6 +1244,17 @@ impl fmt::Display for Call {
                 t.killed_before, t.keep_at_most, t.max_jobs
             ),
             Call::Unregister(c) => write!(f, "unregister {c}"),
+            Call::Pause(paused) => write!(f, "set_paused {paused}"),
+            Call::Stats(now, minutes) => write!(f, "stats at {now}, {minutes} minutes"),
+            Call::Page(p) => write!(f, "jobs {} from {} limit {}", p.state, p.cursor, p.limit),
+            Call::Find(id) => write!(f, "find_job {id}"),
+            Call::RetryDead(sel) => write!(f, "retry_dead {sel:?}"),
+            Call::RunScheduled(sel) => write!(f, "run_scheduled {sel:?}"),
+            Call::Delete(ids) => write!(f, "delete_jobs {ids:?}"),
+            Call::Purge(state, max) => write!(f, "purge {state} max {max}"),
+            Call::RemoveConsumer(c, before) => {
+                write!(f, "remove_consumer {c} expired_before {before}")
+            }
         }
     }
 }
@@ -1131,6 +1270,12 @@ enum Reply {
     /// The jobs, and the peek at the scheduled set.
     Taken(Vec<TakenJob>, ScheduledPeek),
     Orphans(OrphanReport),
+    Stats(Box<QueueStats>),
+    Page(JobPage),
+    Found(Option<Box<JobDetail>>),
+    Action(ActionReport),
+    Deleted(DeleteReport),
+    Removed(RemoveReport),
 }
 
 /// An error, in a comparable form.
@@ -1166,8 +1311,8 @@ async fn apply(backend: &dyn QueueBackend, queue: &QueueName, call: &Call) -> Ou
             .take_and_peek(queue, c, *max, 0.0)
             .await
             .map(|r| Reply::Taken(r.jobs, r.scheduled)),
-        Call::Ack(c, ids) => backend.ack(queue, c, ids, 0.0).await.map(Reply::Flags),
-        Call::Retry(c, jobs) => backend.retry(queue, c, jobs, 0.0).await.map(Reply::Flags),
+        Call::Ack(c, ids, now) => backend.ack(queue, c, ids, *now).await.map(Reply::Flags),
+        Call::Retry(c, jobs, now) => backend.retry(queue, c, jobs, *now).await.map(Reply::Flags),
         Call::Kill(c, jobs, now) => backend.kill(queue, c, jobs, *now).await.map(Reply::Flags),
         Call::GiveBack(c, ids) => backend.give_back(queue, c, ids).await.map(Reply::Count),
         Call::RequeueOrphans(sweep) => backend
@@ -1176,6 +1321,24 @@ async fn apply(backend: &dyn QueueBackend, queue: &QueueName, call: &Call) -> Ou
             .map(Reply::Orphans),
         Call::TrimDead(trim) => backend.trim_dead(queue, *trim).await.map(Reply::Count),
         Call::Unregister(c) => backend.unregister(queue, c).await.map(Reply::Flag),
+        Call::Pause(paused) => backend.set_paused(queue, *paused).await.map(Reply::Flag),
+        Call::Stats(now, minutes) => backend
+            .stats(queue, *now, *minutes)
+            .await
+            .map(|s| Reply::Stats(Box::new(s))),
+        Call::Page(page) => backend.jobs(queue, *page).await.map(Reply::Page),
+        Call::Find(id) => backend
+            .find_job(queue, id)
+            .await
+            .map(|found| Reply::Found(found.map(Box::new))),
+        Call::RetryDead(sel) => backend.retry_dead(queue, sel).await.map(Reply::Action),
+        Call::RunScheduled(sel) => backend.run_scheduled(queue, sel).await.map(Reply::Action),
+        Call::Delete(ids) => backend.delete_jobs(queue, ids).await.map(Reply::Deleted),
+        Call::Purge(state, max) => backend.purge(queue, *state, *max).await.map(Reply::Count),
+        Call::RemoveConsumer(c, before) => backend
+            .remove_consumer(queue, c.as_str(), *before)
+            .await
+            .map(Reply::Removed),
     };
     result.map_err(refusal)
 }
@@ -1183,6 +1346,9 @@ async fn apply(backend: &dyn QueueBackend, queue: &QueueName, call: &Call) -> Ou
 /// The suite's side of a case: the clock and who has crashed.
 struct Harness {
     clock: f64,
+    /// Whether the backend has the admin operations (a backend that answers
+    /// `Unsupported` to them is checked on the others only).
+    admin: bool,
     crashed: [bool; CONSUMERS as usize],
     kills: u32,
 }
@@ -1283,6 +1449,7 @@ impl Harness {
                 jobs.iter()
                     .map(|p| self.resolve(model, *consumer, *p))
                     .collect(),
+                now,
             ),
             Op::Retry { consumer, jobs } => Call::Retry(
                 consumer.id(),
@@ -1297,6 +1464,7 @@ impl Harness {
                         }
                     })
                     .collect(),
+                now,
             ),
             Op::Kill {
                 consumer,
@@ -1346,6 +1514,35 @@ impl Harness {
                 max_jobs: *max_jobs,
             }),
             Op::Unregister { consumer } => Call::Unregister(consumer.id()),
+            Op::Admin(_) if !self.admin => Call::Nothing("the backend has no admin operations"),
+            Op::Admin(op) => {
+                let ids = |jobs: &[JobRef]| jobs.iter().map(|j| j.id()).collect::<Vec<_>>();
+                let selection = |jobs: &[JobRef], n: usize| {
+                    if jobs.is_empty() {
+                        Selection::Oldest(n)
+                    } else {
+                        Selection::Ids(ids(jobs))
+                    }
+                };
+                match op {
+                    AdminOp::Pause(paused) => Call::Pause(*paused),
+                    AdminOp::Stats(minutes) => Call::Stats(now.max(0.0), *minutes),
+                    AdminOp::Page(state, cursor, limit) => Call::Page(PageRequest {
+                        state: *state,
+                        cursor: *cursor,
+                        limit: *limit,
+                        preview: 4,
+                    }),
+                    AdminOp::Find(job) => Call::Find(job.id()),
+                    AdminOp::RetryDead(jobs, n) => Call::RetryDead(selection(jobs, *n)),
+                    AdminOp::RunScheduled(jobs, n) => Call::RunScheduled(selection(jobs, *n)),
+                    AdminOp::Delete(jobs) => Call::Delete(ids(jobs)),
+                    AdminOp::Purge(state, n) => Call::Purge(*state, *n),
+                    AdminOp::RemoveConsumer(c, timeout) => {
+                        Call::RemoveConsumer(c.id(), now - timeout)
+                    }
+                }
+            }
         }
     }
 }
@@ -1377,8 +1574,13 @@ where
             format!("the fresh queue {queue} is not empty: {before:?}"),
         ));
     }
+    let admin = !matches!(
+        backend.stats(queue, 0.0, 0).await,
+        Err(BackendError::Unsupported(_))
+    );
     let mut harness = Harness {
         clock: 0.0,
+        admin,
         crashed: [false; CONSUMERS as usize],
         kills: 0,
     };
@@ -1496,8 +1698,12 @@ fn check_invariants(
             continue;
         }
         let may_go = match call {
-            Call::Ack(consumer, ids) => ids.contains(id) && owned_before(before, consumer, id),
+            Call::Ack(consumer, ids, _) => ids.contains(id) && owned_before(before, consumer, id),
             Call::TrimDead(_) => before.dead.iter().any(|(dead, _)| dead == id),
+            Call::Delete(ids) => ids.contains(id) && !before.all_inflight().contains(id),
+            Call::Purge(JobState::Active, _) => before.active.contains(id),
+            Call::Purge(JobState::Scheduled, _) => before.scheduled.iter().any(|(s, _)| s == id),
+            Call::Purge(JobState::Dead, _) => before.dead.iter().any(|(d, _)| d == id),
             _ => false,
         };
         if !may_go {
@@ -1541,7 +1747,7 @@ fn check_invariants(
             continue;
         }
         let may_change = match call {
-            Call::Retry(consumer, jobs) => {
+            Call::Retry(consumer, jobs, _) => {
                 jobs.iter().any(|j| &j.id == id) && owned_before(before, consumer, id)
             }
             Call::Kill(consumer, jobs, _) => {
@@ -1636,14 +1842,16 @@ fn check_invariants(
         let owned = |consumer: &ConsumerId| owned_before(before, consumer, id);
         let allowed = match call {
             // The first job of the batch with this ID is the one retried.
-            Call::Retry(consumer, jobs) => {
+            Call::Retry(consumer, jobs, _) => {
                 owned(consumer)
                     && jobs
                         .iter()
                         .find(|j| &j.id == id)
                         .is_some_and(|job| job.error.as_ref() == new)
             }
-            Call::Ack(consumer, ids) => new.is_none() && ids.contains(id) && owned(consumer),
+            Call::Ack(consumer, ids, _) => new.is_none() && ids.contains(id) && owned(consumer),
+            // Deleted or purged with its job.
+            Call::Delete(_) | Call::Purge(..) => new.is_none() && !after.data.contains_key(id),
             Call::Kill(consumer, jobs, _) => {
                 new.is_none() && jobs.iter().any(|j| &j.id == id) && owned(consumer)
             }

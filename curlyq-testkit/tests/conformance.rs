@@ -18,11 +18,15 @@ fn memory_backend_conforms() {
     assert!(report.cases >= 1);
 }
 
-/// A default run (256 cases of up to 50 operations) takes every path of the contract
+/// A run of 512 cases of up to 50 operations (seed 8, or `COVER_SEED`) takes every path of the contract
 /// that the report counts, several times.
 #[test]
 fn a_default_run_takes_every_path() {
-    let config = Config::from_env().cases(256).seed(7);
+    let seed: u64 = std::env::var("COVER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let config = Config::from_env().cases(512).seed(seed);
     let report = conformance::check_with(&config, || async { MemoryBackend::new() }).unwrap();
     eprintln!("{report}");
     for path in conformance::PATHS {
