@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use curlyq_core::admin;
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakeReport,
@@ -489,6 +490,121 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
 
     async fn settings_warnings(&self) -> Result<Vec<String>, BackendError> {
         self.inner.settings_warnings().await
+    }
+
+    // The admin operations go straight through (no fault is injected into them).
+
+    async fn list_queues(&self) -> Result<Vec<QueueName>, BackendError> {
+        self.inner.list_queues().await
+    }
+
+    async fn stats(
+        &self,
+        queue: &QueueName,
+        now: f64,
+        minutes: usize,
+    ) -> Result<admin::QueueStats, BackendError> {
+        self.inner.stats(queue, now, minutes).await
+    }
+
+    async fn consumers(&self, queue: &QueueName) -> Result<Vec<admin::ConsumerInfo>, BackendError> {
+        self.inner.consumers(queue).await
+    }
+
+    async fn jobs(
+        &self,
+        queue: &QueueName,
+        page: admin::PageRequest,
+    ) -> Result<admin::JobPage, BackendError> {
+        self.inner.jobs(queue, page).await
+    }
+
+    async fn find_job(
+        &self,
+        queue: &QueueName,
+        id: &str,
+    ) -> Result<Option<admin::JobDetail>, BackendError> {
+        self.inner.find_job(queue, id).await
+    }
+
+    async fn retry_dead(
+        &self,
+        queue: &QueueName,
+        selection: &admin::Selection,
+    ) -> Result<admin::ActionReport, BackendError> {
+        self.inner.retry_dead(queue, selection).await
+    }
+
+    async fn run_scheduled(
+        &self,
+        queue: &QueueName,
+        selection: &admin::Selection,
+    ) -> Result<admin::ActionReport, BackendError> {
+        self.inner.run_scheduled(queue, selection).await
+    }
+
+    async fn delete_jobs(
+        &self,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<admin::DeleteReport, BackendError> {
+        self.inner.delete_jobs(queue, ids).await
+    }
+
+    async fn purge(
+        &self,
+        queue: &QueueName,
+        state: admin::JobState,
+        max: usize,
+    ) -> Result<usize, BackendError> {
+        self.inner.purge(queue, state, max).await
+    }
+
+    async fn remove_consumer(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        expired_before: f64,
+    ) -> Result<admin::RemoveReport, BackendError> {
+        self.inner
+            .remove_consumer(queue, consumer, expired_before)
+            .await
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, BackendError> {
+        self.inner.set_paused(queue, paused).await
+    }
+
+    async fn data_ids(
+        &self,
+        queue: &QueueName,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(Vec<String>, Option<u64>), BackendError> {
+        self.inner.data_ids(queue, cursor, count).await
+    }
+
+    async fn stray_inflight(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<(String, std::collections::BTreeSet<String>)>, BackendError> {
+        self.inner.stray_inflight(queue).await
+    }
+
+    async fn confirm(
+        &self,
+        queue: &QueueName,
+        problem: &admin::Problem,
+    ) -> Result<Option<admin::Problem>, BackendError> {
+        self.inner.confirm(queue, problem).await
+    }
+
+    async fn repair(
+        &self,
+        queue: &QueueName,
+        problem: &admin::Problem,
+    ) -> Result<bool, BackendError> {
+        self.inner.repair(queue, problem).await
     }
 }
 

@@ -275,7 +275,11 @@ fn go_check_names_are_unique_and_start_with_their_operation() {
         CHECKS.len() + FAULT_CHECKS.len() + GO_CHECKS.len()
     );
     for check in GO_CHECKS {
-        assert!(check.name.starts_with("trim_dead_"), "{}", check.name);
+        assert!(
+            check.name.starts_with("trim_dead_") || check.name.starts_with("check_"),
+            "{}",
+            check.name
+        );
         assert!(!check.rule.is_empty(), "{}", check.name);
     }
 }

@@ -429,6 +429,24 @@ impl MemoryBackend {
         self.edit(queue, |q| q.active.push_back(id.to_owned()));
     }
 
+    /// Adds `id` to the scheduled set at `at` as it is (no data written, no signal).
+    #[cfg(feature = "test-hooks")]
+    pub fn add_raw_scheduled(&self, queue: &QueueName, id: &str, at: f64) {
+        self.edit(queue, |q| q.scheduled.insert(id, at));
+    }
+
+    /// Adds `id` to the in-flight set of `consumer` as it is (the consumer is not
+    /// registered by it).
+    #[cfg(feature = "test-hooks")]
+    pub fn add_raw_inflight(&self, queue: &QueueName, consumer: &str, id: &str) {
+        self.edit(queue, |q| {
+            q.inflight
+                .entry(consumer.to_owned())
+                .or_default()
+                .insert(id.to_owned());
+        });
+    }
+
     /// Acks `id` as a Go CurlyQ consumer does: if it is in the consumer's in-flight set,
     /// removes it there and deletes its data, touching none of curlyq's own keys (its
     /// orphan count and last error stay behind). Returns whether it was owned.

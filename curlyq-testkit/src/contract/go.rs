@@ -5,6 +5,7 @@
 use curlyq_core::ERRORS_SWEEP;
 
 use super::*;
+use crate::contract::GoWrite;
 
 /// Trims nothing from the dead set (none killed before 0, none beyond `keep_at_most`
 /// unless the check killed some): only the sweep of last errors does anything.
@@ -176,5 +177,92 @@ pub(super) async fn trim_dead_sweeps_many_errors_in_bounded_passes(
             errors.len() - live.len()
         );
     }
+    Ok(())
+}
+
+pub(super) async fn check_finds_and_repairs_what_go_leaves(
+    b: &dyn QueueBackend,
+    go: &dyn GoConsumer,
+    q: &QueueName,
+) -> Outcome {
+    use curlyq_core::admin::{self, JobState, ProblemKind};
+    b.push(q, &jobs(&["a", "b"])).await.ctx("push")?;
+    b.schedule(
+        q,
+        &[ScheduledJob {
+            job: job("dup", "x"),
+            at: 50.0,
+        }],
+    )
+    .await
+    .ctx("schedule")?;
+    let writes = [
+        GoWrite::Data("lost".into(), b"lost".to_vec()),
+        GoWrite::Active("ghost".into()),
+        GoWrite::Active("dup".into()),
+        GoWrite::Data("orph".into(), b"orph".to_vec()),
+        GoWrite::InFlight("gone".into(), "orph".into()),
+    ];
+    for write in &writes {
+        go.go_write(q, write)?;
+    }
+    let report = admin::check(b, q).await.ctx("check")?;
+    let found: Vec<(ProblemKind, String, Vec<JobState>)> = report
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.id.clone(), p.places.clone()))
+        .collect();
+    ensure_eq!(
+        found,
+        vec![
+            (ProblemKind::Unreferenced, "lost".to_owned(), vec![]),
+            (
+                ProblemKind::Duplicate,
+                "dup".to_owned(),
+                vec![JobState::Active, JobState::Scheduled]
+            ),
+            (
+                ProblemKind::Dangling,
+                "ghost".to_owned(),
+                vec![JobState::Active]
+            ),
+            (
+                ProblemKind::StrayInFlight,
+                "gone".to_owned(),
+                vec![JobState::InFlight]
+            ),
+        ],
+        "problems found"
+    );
+    ensure_eq!(report.jobs, 5, "jobs examined");
+    for problem in &report.problems {
+        ensure!(
+            b.repair(q, problem).await.ctx("repair")?,
+            "repair of {problem:?} changed nothing"
+        );
+        ensure!(
+            !b.repair(q, problem).await.ctx("repair")?,
+            "a second repair of {problem:?} changed something"
+        );
+    }
+    let after = admin::check(b, q).await.ctx("check")?;
+    ensure!(
+        after.is_clean(),
+        "problems left after repair: {:?}",
+        after.problems
+    );
+    let snap = b.snapshot(q).await.ctx("snapshot")?;
+    let ids: Vec<&str> = snap.data.keys().map(String::as_str).collect();
+    ensure_eq!(
+        ids,
+        vec!["a", "b", "dup", "lost", "orph"],
+        "every job with data kept"
+    );
+    ensure_eq!(
+        snap.active,
+        strings(&["a", "b", "lost", "orph"]),
+        "active after repair (ghost and the second dup gone, lost and orph back)"
+    );
+    ensure_eq!(snap.scheduled.len(), 1, "dup still scheduled");
     Ok(())
 }

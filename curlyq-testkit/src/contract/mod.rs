@@ -168,17 +168,54 @@ pub trait GoConsumer: Send + Sync {
     /// What Go CurlyQ's ack does: if `id` is in `consumer`'s in-flight set, removes it
     /// there and deletes the job's data, nothing else. Returns whether it was owned.
     fn go_ack(&self, queue: &QueueName, consumer: &ConsumerId, id: &str) -> Result<bool, String>;
+
+    /// One write of a single key, as a Go CurlyQ script that stopped half-way leaves it
+    /// (Redis keeps a script's writes made before a runtime error): the checks of the
+    /// admin `check` and `repair` plant their inconsistencies with it. The provided
+    /// implementation cannot write and says so.
+    fn go_write(&self, queue: &QueueName, write: &GoWrite) -> Result<(), String> {
+        let _ = queue;
+        Err(format!("this GoConsumer cannot write raw keys ({write:?})"))
+    }
+}
+
+/// A raw write of [`GoConsumer::go_write`]: one key, nothing else.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum GoWrite {
+    /// `HSET Q:data id bytes`.
+    Data(String, Vec<u8>),
+    /// `RPUSH Q:active id`.
+    Active(String),
+    /// `ZADD Q:scheduled at id`.
+    Scheduled(String, f64),
+    /// `SADD Q:inflight:<consumer> id` (the consumer is not registered by it).
+    InFlight(String, String),
 }
 
 impl<T: GoConsumer + ?Sized> GoConsumer for &T {
     fn go_ack(&self, queue: &QueueName, consumer: &ConsumerId, id: &str) -> Result<bool, String> {
         (**self).go_ack(queue, consumer, id)
     }
+
+    fn go_write(&self, queue: &QueueName, write: &GoWrite) -> Result<(), String> {
+        (**self).go_write(queue, write)
+    }
 }
 
 impl GoConsumer for MemoryBackend {
     fn go_ack(&self, queue: &QueueName, consumer: &ConsumerId, id: &str) -> Result<bool, String> {
         Ok(MemoryBackend::go_ack(self, queue, consumer, id))
+    }
+
+    fn go_write(&self, queue: &QueueName, write: &GoWrite) -> Result<(), String> {
+        match write {
+            GoWrite::Data(id, bytes) => self.put_raw_data(queue, id, bytes.clone()),
+            GoWrite::Active(id) => self.push_raw_active(queue, id),
+            GoWrite::Scheduled(id, at) => self.add_raw_scheduled(queue, id, *at),
+            GoWrite::InFlight(consumer, id) => self.add_raw_inflight(queue, consumer, id),
+        }
+        Ok(())
     }
 }
 
@@ -204,6 +241,34 @@ impl GoConsumer for RedisServer {
                 None => Err(format!("Go's ack of {id} replied {reply:?}")),
             },
             Err(e) => Err(format!("Go's ack of {id} failed: {e}")),
+        }
+    }
+
+    fn go_write(&self, queue: &QueueName, write: &GoWrite) -> Result<(), String> {
+        let keys = curlyq_lua::Keys::new(queue.as_str());
+        let at;
+        let inflight;
+        let args: Vec<&[u8]> = match write {
+            GoWrite::Data(id, bytes) => vec![b"HSET", keys.data.as_bytes(), id.as_bytes(), bytes],
+            GoWrite::Active(id) => vec![b"RPUSH", keys.active.as_bytes(), id.as_bytes()],
+            GoWrite::Scheduled(id, when) => {
+                at = when.to_string();
+                vec![
+                    b"ZADD",
+                    keys.scheduled.as_bytes(),
+                    at.as_bytes(),
+                    id.as_bytes(),
+                ]
+            }
+            GoWrite::InFlight(consumer, id) => {
+                inflight = keys.inflight(consumer);
+                vec![b"SADD", inflight.as_bytes(), id.as_bytes()]
+            }
+        };
+        match self.query(&args) {
+            Ok(reply) if reply.integer().is_some() => Ok(()),
+            Ok(reply) => Err(format!("{write:?} replied {reply:?}")),
+            Err(e) => Err(format!("{write:?} failed: {e}")),
         }
     }
 }
@@ -362,6 +427,7 @@ macro_rules! __contract_list {
                 trim_dead_removes_errors_left_by_go: "trim_dead removes the last error of a job Go acked, and keeps those of jobs that exist",
                 trim_dead_tolerates_errors_within_keep_at_most: "trim_dead leaves last errors alone while there are at most keep_at_most",
                 trim_dead_sweeps_many_errors_in_bounded_passes: "with more than ERRORS_SWEEP last errors, a few trim_dead calls remove every leftover and no other",
+                check_finds_and_repairs_what_go_leaves: "check finds each kind of inconsistency and repair fixes each one, no job with data lost",
             }
         }
     };
