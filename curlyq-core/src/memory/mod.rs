@@ -649,7 +649,8 @@ impl QueueBackend for MemoryBackend {
                 let data = q.data.get(&id).cloned();
                 taken.push(TakenJob { id, data });
             }
-            if taken.len() < max {
+            // A paused queue clears the signal whatever `max`, so idle consumers block.
+            if taken.len() < max || q.paused {
                 q.signal = false;
             }
             Ok(TakeReport {
