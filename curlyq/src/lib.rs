@@ -96,6 +96,13 @@ pub mod backend {
     };
 }
 
+/// For operators' tools: the types of the admin operations of [`QueueBackend`] (stats
+/// and counters, pages of jobs, find by ID, actions, pause, check and repair); see the
+/// `curlyq` command-line tool (crate `curlyq-cli`) for them at work.
+pub mod admin {
+    pub use curlyq_core::admin::*;
+}
+
 /// The async runtimes a [`Consumer`] runs on: [`Runtime`](runtime::Runtime) and its
 /// implementations (`TokioRuntime` with the `tokio` feature, `AsyncIoRuntime` with
 /// `async-std` or `smol`).

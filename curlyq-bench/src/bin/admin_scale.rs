@@ -1,0 +1,330 @@
+//! `curlyq-admin-scale`: the admin operations on a large queue, on a redis-server of its
+//! own (a free loopback port).
+//!
+//! Fills one queue with `--jobs` active jobs (100-byte payloads), `--dead` dead ones and a
+//! few scheduled and in-flight ones, then times 100 calls each of `stats`, a page of every
+//! state (at the head and deep in it) and `find_job` (random IDs of every state), and
+//! prints p50 / p99 / max. Then it retries every dead job in chunks of 1,000 while a
+//! consumer drains the queue, with Redis's slow log set to 10 ms, and prints the longest
+//! call, what the slow log caught and what the consumer processed meanwhile. Last, the
+//! consistency check over the whole queue. Prints Markdown on stdout.
+//!
+//! `cargo run --release -p curlyq-bench --bin curlyq-admin-scale -- --jobs 1000000 --dead 100000`
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use curlyq::admin::{self, JobState, PageRequest, Selection};
+use curlyq::backend::{EncodedJob, KillJob, QueueBackend, QueueName, Registration};
+use curlyq::backend::ConsumerId;
+use curlyq::{Consumer, Job};
+use curlyq_testkit::RedisServer;
+
+type Error = Box<dyn std::error::Error>;
+
+struct Options {
+    jobs: usize,
+    dead: usize,
+    calls: usize,
+}
+
+fn options() -> Result<Options, Error> {
+    let mut o = Options {
+        jobs: 1_000_000,
+        dead: 100_000,
+        calls: 100,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || -> Result<usize, Error> {
+            let v = args.next().ok_or(format!("{arg} needs a value"))?;
+            Ok(v.parse().map_err(|_| format!("{arg}: {v:?} is not a count"))?)
+        };
+        match arg.as_str() {
+            "--jobs" => o.jobs = value()?,
+            "--dead" => o.dead = value()?,
+            "--calls" => o.calls = value()?.max(1),
+            "-h" | "--help" => {
+                println!("usage: curlyq-admin-scale [--jobs N] [--dead N] [--calls N]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other:?} (see --help)").into()),
+        }
+    }
+    Ok(o)
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn encoded(id: String, ready: f64) -> EncodedJob {
+    let data = Job::new(vec![b'p'; 100])
+        .with_id(id.clone())
+        .with_ready_at(ready)
+        .encode();
+    EncodedJob { id, data }
+}
+
+/// Pushes `ids` in calls of 1,000, eight calls in flight.
+async fn push_all(b: &dyn QueueBackend, q: &QueueName, ids: Vec<String>) -> Result<(), Error> {
+    let ready = now();
+    let chunks: Vec<Vec<EncodedJob>> = ids
+        .chunks(1000)
+        .map(|c| c.iter().map(|id| encoded(id.clone(), ready)).collect())
+        .collect();
+    for group in chunks.chunks(8) {
+        let pushes = group.iter().map(|jobs| b.push(q, jobs));
+        for result in futures_join(pushes).await {
+            result?;
+        }
+    }
+    Ok(())
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    // Sequential awaits of futures that were all created first still pipeline nothing;
+    // the backends multiplex one connection, so join them concurrently instead.
+    let joined = futures_util_join_all(handles).await;
+    out.extend(joined);
+    out
+}
+
+async fn futures_util_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, fut) in results.iter_mut().zip(pinned.iter_mut()) {
+            if slot.is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    results.into_iter().flatten().collect()
+}
+
+/// p50, p99 and max of `samples` in milliseconds.
+fn summary(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let at = |p: f64| {
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    format!("{:.2} | {:.2} | {:.2}", at(0.5), at(0.99), at(1.0))
+}
+
+async fn timed<T, F, Fut>(calls: usize, mut f: F) -> Result<Vec<Duration>, Error>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<T, curlyq::BackendError>>,
+{
+    let mut out = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let start = Instant::now();
+        f(i).await?;
+        out.push(start.elapsed());
+    }
+    Ok(out)
+}
+
+/// A small deterministic generator (xorshift) for the IDs looked up.
+struct Picks(u64);
+
+impl Picks {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+async fn run() -> Result<(), Error> {
+    let o = options()?;
+    let server = RedisServer::start()?;
+    let backend: Arc<dyn QueueBackend> = curlyq::connect_redis_rs(&server.url()).await?;
+    let b = backend.as_ref();
+    let q = QueueName::new("{scale}")?;
+    let id = |prefix: &str, i: usize| format!("{prefix}-{i:07}");
+
+    let fill = Instant::now();
+    // The dead jobs first: pushed, taken and killed, 1,000 at a time.
+    let filler = ConsumerId::from_string("filler");
+    b.register(&q, &filler, now(), Registration::Join).await?;
+    push_all(b, &q, (0..o.dead).map(|i| id("dead", i)).collect()).await?;
+    let mut killed = 0;
+    while killed < o.dead {
+        let taken = b.take(&q, &filler, 1000, now()).await?;
+        if taken.is_empty() {
+            break;
+        }
+        let kills: Vec<KillJob> = taken
+            .iter()
+            .map(|t| KillJob {
+                id: t.id.clone(),
+                data: None,
+                reason: "failed for the benchmark".into(),
+            })
+            .collect();
+        killed += kills.len();
+        b.kill(&q, &filler, &kills, now()).await?;
+    }
+    push_all(b, &q, (0..o.jobs).map(|i| id("job", i)).collect()).await?;
+    let later: Vec<_> = (0..10_000)
+        .map(|i| curlyq::backend::ScheduledJob {
+            job: encoded(id("later", i), 0.0),
+            at: 4e9 + i as f64,
+        })
+        .collect();
+    for chunk in later.chunks(1000) {
+        b.schedule(&q, chunk).await?;
+    }
+    let holder = ConsumerId::from_string("holder");
+    b.register(&q, &holder, now(), Registration::Join).await?;
+    let held = b.take(&q, &holder, 100, now()).await?;
+    let fill = fill.elapsed();
+    let stats = b.stats(&q, now(), 60).await?;
+    println!(
+        "## Admin operations at scale\n\n`cargo run --release -p curlyq-bench --bin \
+         curlyq-admin-scale -- --jobs {} --dead {}` on a redis-server of its own (loopback).\n",
+        o.jobs, o.dead
+    );
+    println!(
+        "Queue: {} active, {} scheduled, {} dead, {} in flight (filled in {:.1} s).\n",
+        stats.active,
+        stats.scheduled,
+        stats.dead,
+        stats.inflight,
+        fill.as_secs_f64()
+    );
+
+    println!("| operation ({} calls each) | p50 ms | p99 ms | max ms |", o.calls);
+    println!("|---|---|---|---|");
+    let s = timed(o.calls, |_| b.stats(&q, now(), 60)).await?;
+    println!("| stats, last hour of counters | {} |", summary(s));
+    let s = timed(o.calls, |_| b.stats(&q, now(), admin::COUNTER_MINUTES)).await?;
+    println!("| stats, 24 hours of counters | {} |", summary(s));
+    let pages = [
+        (JobState::Active, 0, "active, first page"),
+        (JobState::Active, o.jobs as u64 / 2, "active, page in the middle"),
+        (JobState::Scheduled, 5_000, "scheduled, page in the middle"),
+        (JobState::Dead, 0, "dead, first page"),
+        (JobState::Dead, o.dead as u64 / 2, "dead, page in the middle"),
+        (JobState::InFlight, 0, "in flight"),
+    ];
+    for (state, cursor, label) in pages {
+        let page = PageRequest {
+            state,
+            cursor,
+            limit: 50,
+            preview: 64,
+        };
+        let s = timed(o.calls, |_| b.jobs(&q, page)).await?;
+        println!("| page of 50: {label} | {} |", summary(s));
+    }
+    let mut picks = Picks(0x9e37_79b9_7f4a_7c15);
+    let held_ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
+    let lookups: Vec<(&str, String)> = (0..o.calls)
+        .map(|i| match i % 4 {
+            0 => ("", id("job", 100 + picks.below(o.jobs - 100))),
+            1 => ("", id("dead", picks.below(o.dead))),
+            2 => ("", id("later", picks.below(10_000))),
+            _ => ("", held_ids[picks.below(held_ids.len())].clone()),
+        })
+        .collect();
+    let s = timed(o.calls, |i| b.find_job(&q, &lookups[i].1)).await?;
+    println!(
+        "| find_job: random IDs, a quarter each active (anywhere in the list), dead, \
+         scheduled, in flight | {} |",
+        summary(s)
+    );
+
+    // Retry every dead job in chunks while a consumer drains the queue.
+    server.command(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"])?;
+    server.command(&["SLOWLOG", "RESET"])?;
+    let consumer = Consumer::builder(q.as_str())
+        .concurrency(50)
+        .build(Arc::clone(&backend))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let consumer = consumer.clone();
+        tokio::spawn(async move {
+            consumer
+                .run(
+                    |_job: Job| std::future::ready(Ok::<(), Infallible>(())),
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = consumer.stats().succeeded;
+    let start = Instant::now();
+    let mut calls = Vec::new();
+    let mut retried = 0;
+    loop {
+        let t = Instant::now();
+        let report = b.retry_dead(&q, &Selection::Oldest(1000)).await?;
+        calls.push(t.elapsed());
+        if report.done.is_empty() {
+            break;
+        }
+        retried += report.done.len();
+    }
+    let window = start.elapsed();
+    let during = consumer.stats().succeeded - before;
+    let slow = server.command(&["SLOWLOG", "LEN"])?;
+    let _ = stop_tx.send(());
+    running.await??;
+    let max_call = calls.iter().max().copied().unwrap_or_default();
+    println!(
+        "\nRetry of {retried} dead jobs, {} calls of `retry_dead(Oldest(1000))`: {:.2} s in \
+         all, the longest call {:.2} ms (client side, round trip included); calls of more \
+         than 10 ms in Redis's slow log: {}; meanwhile a consumer (concurrency 50, no-op \
+         handler) on the same queue processed {during} jobs ({:.0} jobs/s).",
+        calls.len(),
+        window.as_secs_f64(),
+        max_call.as_secs_f64() * 1000.0,
+        slow.trim(),
+        during as f64 / window.as_secs_f64().max(1e-9),
+    );
+
+    let start = Instant::now();
+    let report = admin::check(b, &q).await?;
+    println!(
+        "\nConsistency check of the whole queue ({} jobs): {:.2} s, {} problems.",
+        report.jobs,
+        start.elapsed().as_secs_f64(),
+        report.problems.len()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("curlyq-admin-scale: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
