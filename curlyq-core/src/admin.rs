@@ -212,7 +212,7 @@ pub struct PageRequest {
     /// the scheduled and dead sets, or into the in-flight jobs of all consumers (by
     /// consumer ID, then job ID): while the queue moves, a page may skip or repeat jobs.
     pub cursor: u64,
-    /// Most jobs on the page (capped at [`MAX_PAGE`]).
+    /// Most jobs on the page (at least 1, capped at [`MAX_PAGE`]).
     pub limit: usize,
     /// Most payload bytes per entry (capped at [`MAX_PREVIEW`]).
     pub preview: usize,

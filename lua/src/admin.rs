@@ -259,7 +259,7 @@ pub fn jobs_call(keys: &Keys, page: &PageRequest, members: &[Vec<u8>]) -> Option
     }
     call.arg(mode)
         .num(page.cursor.min(MAX_CURSOR))
-        .num(page.limit.min(MAX_PAGE))
+        .num(page.limit.clamp(1, MAX_PAGE))
         .num(page.preview.min(MAX_PREVIEW) + HEAD_EXTRA)
         .num(TAIL_BYTES);
     Some(call)

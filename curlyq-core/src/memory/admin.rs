@@ -439,10 +439,19 @@ impl QueueState {
                 let inflight = places.iter().filter(|p| **p == JobState::InFlight).count();
                 let active = places.iter().filter(|p| **p == JobState::Active).count();
                 if inflight > 1 {
-                    // Two consumers hold it: neither can be undone safely from here.
-                    return false;
+                    // Held twice: the consumer whose ID sorts first keeps it (as the
+                    // script keeps the in-flight key that sorts first).
+                    let holders: Vec<String> = self
+                        .registered_inflight()
+                        .into_iter()
+                        .filter(|(_, set)| set.contains(id))
+                        .map(|(c, _)| c.to_owned())
+                        .collect();
+                    for other in holders.iter().skip(1) {
+                        self.disown(other, id);
+                    }
                 }
-                let keep = if inflight == 1 {
+                let keep = if inflight >= 1 {
                     JobState::InFlight
                 } else if self.scheduled.contains(id) {
                     JobState::Scheduled
