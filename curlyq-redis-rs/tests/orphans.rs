@@ -214,11 +214,12 @@ async fn script_rechecks_listed_consumers() {
     let gone = ConsumerId::from_string("gone");
     let k = &e.keys;
     let (live_key, gone_key) = (e.inflight(&live), e.inflight(&gone));
+    let minute = k.counts_minute(16);
     let reply: Vec<i64> = e
         .q(&[
             "EVAL",
             curlyq_lua::REQUEUE_ORPHANS,
-            "9",
+            "11",
             &k.consumers,
             &k.active,
             &k.dead,
@@ -226,12 +227,15 @@ async fn script_rechecks_listed_consumers() {
             &k.orphaned,
             &k.signal,
             &k.errors,
+            &k.counts,
+            &minute,
             &live_key,
             &gone_key,
             "500",
             "10",
             "0",
             "1000",
+            "90000",
         ])
         .await;
     assert_eq!(reply, [0, 0, 0]);

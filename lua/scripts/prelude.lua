@@ -56,3 +56,14 @@ local function curlyq_bytes_less(a, b)
   end
   return #a < #b
 end
+
+-- Adds n to each of `fields` in the totals hash `total` and in the per-minute hash
+-- `minute`, which then expires `ttl` seconds later. Writes nothing when n is 0.
+local function curlyq_count(total, minute, ttl, n, fields)
+  if n <= 0 then return end
+  for i = 1, #fields do
+    redis.call('HINCRBY', total, fields[i], n)
+    redis.call('HINCRBY', minute, fields[i], n)
+  end
+  redis.call('EXPIRE', minute, ttl)
+end

@@ -5,12 +5,17 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use curlyq_core::admin::{
+    ActionReport, ConsumerInfo, DeleteReport, JobDetail, JobPage, JobState, PageRequest, Problem,
+    QueueStats, RemoveReport, Selection,
+};
 use curlyq_core::{
     BackendError, ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep,
     QueueBackend, QueueName, QueueSnapshot, Registration, RetryJob, ScheduledJob, TakeReport,
     TakenJob, Waiter,
 };
 
+use crate::admin::{self, ProblemAction};
 use crate::calls::{self, OrphanSweeper, Reply, ScriptCall, ScriptId};
 use crate::redact::{RedisFailure, Secrets};
 use crate::transport::{Command, Connect, DedicatedConnection, Transport};
@@ -283,6 +288,44 @@ impl<T: Transport> ScriptBackend<T> {
         }
     }
 
+    /// Phase 1 of the admin operations that read in-flight sets: the in-flight keys of
+    /// the consumer set's members.
+    async fn consumer_keys(&self, keys: &Keys) -> Result<Vec<Vec<u8>>, BackendError> {
+        let listed = self.command(admin::list_consumers(keys)).await?;
+        admin::members(keys, &listed)
+    }
+
+    /// Runs one script call and returns its reply.
+    async fn run_one(&self, op: &str, call: ScriptCall) -> Result<Reply, BackendError> {
+        let mut replies = self.run(std::slice::from_ref(&call), None).await?;
+        replies
+            .pop()
+            .ok_or_else(|| invalid(format!("{op}: no reply")))
+    }
+
+    /// Every key `SCAN … MATCH pattern [TYPE key_type]` finds (not atomic: a pass in
+    /// pages of about 1,000).
+    async fn scan_all(
+        &self,
+        pattern: &str,
+        key_type: Option<&str>,
+    ) -> Result<Vec<Vec<u8>>, BackendError> {
+        let mut cursor = b"0".to_vec();
+        let mut found = Vec::new();
+        for _ in 0..calls::MAX_SWEEP_ROUNDS * 100 {
+            let reply = self
+                .command(admin::scan_command(&cursor, pattern, key_type))
+                .await?;
+            let (next, keys) = admin::parse_scan(&reply)?;
+            found.extend(keys);
+            if admin::scan_done(&next) {
+                return Ok(found);
+            }
+            cursor = next;
+        }
+        Err(invalid("SCAN: the pass did not end"))
+    }
+
     /// Runs the calls for `op` and parses their per-item flags.
     async fn flags(
         &self,
@@ -397,7 +440,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
     ) -> Result<Vec<bool>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let calls = calls::ack_calls(&keys, &inflight, ids);
+        let calls = calls::ack_calls(&keys, &inflight, ids, now);
         self.flags("ack", Ok(calls), ids.len()).await
     }
 
@@ -410,7 +453,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
     ) -> Result<Vec<bool>, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let calls = calls::retry_calls(&keys, &inflight, jobs);
+        let calls = calls::retry_calls(&keys, &inflight, jobs, now);
         self.flags("retry", calls, jobs.len()).await
     }
 
@@ -571,6 +614,227 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
             }
         }
         Ok(snap)
+    }
+
+    async fn list_queues(&self) -> Result<Vec<QueueName>, BackendError> {
+        let mut candidates = Vec::new();
+        for key in self.scan_all("*", None).await? {
+            if let Some((queue, kind)) = admin::queue_of_key(&key) {
+                candidates.push((key, queue, kind));
+            }
+        }
+        let mut queues = std::collections::BTreeSet::new();
+        for chunk in candidates.chunks(calls::CONSUMERS_PER_SWEEP_CALL * 10) {
+            let types: Vec<Command> = chunk
+                .iter()
+                .map(|(key, _, _)| Command::new("TYPE").arg(key))
+                .collect();
+            let replies = self.transport.pipeline(&types).await?;
+            if replies.len() != chunk.len() {
+                return Err(invalid("list_queues: a TYPE reply is missing"));
+            }
+            for ((_, queue, kind), reply) in chunk.iter().zip(replies) {
+                let found = match reply {
+                    Reply::Status(s) => s,
+                    Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Reply::Error { code, message } => {
+                        return Err(error_reply(self.transport.secrets(), &code, &message))
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "list_queues: {} in reply to TYPE",
+                            other.kind()
+                        )))
+                    }
+                };
+                if found == *kind {
+                    queues.insert(queue.clone());
+                }
+            }
+        }
+        Ok(queues.into_iter().collect())
+    }
+
+    async fn stats(
+        &self,
+        queue: &QueueName,
+        now: f64,
+        minutes: usize,
+    ) -> Result<QueueStats, BackendError> {
+        calls::score("now", now)?;
+        let keys = Keys::new(queue.as_str());
+        let members = self.consumer_keys(&keys).await?;
+        let minutes = admin::stat_minutes(now, minutes);
+        let reply = self
+            .run_one("stats", admin::stats_call(&keys, &members, &minutes))
+            .await?;
+        admin::parse_stats(&reply, &minutes)
+    }
+
+    async fn consumers(&self, queue: &QueueName) -> Result<Vec<ConsumerInfo>, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let members = self.consumer_keys(&keys).await?;
+        let reply = self
+            .run_one("consumers", admin::consumers_call(&keys, &members))
+            .await?;
+        admin::parse_consumers(&keys, &reply)
+    }
+
+    async fn jobs(&self, queue: &QueueName, page: PageRequest) -> Result<JobPage, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let members = if page.state == JobState::InFlight {
+            self.consumer_keys(&keys).await?
+        } else {
+            Vec::new()
+        };
+        let Some(call) = admin::jobs_call(&keys, &page, &members) else {
+            return Ok(JobPage::default());
+        };
+        let reply = self.run_one("jobs", call).await?;
+        admin::parse_jobs(&keys, &page, &reply)
+    }
+
+    async fn find_job(
+        &self,
+        queue: &QueueName,
+        id: &str,
+    ) -> Result<Option<JobDetail>, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let members = self.consumer_keys(&keys).await?;
+        let reply = self
+            .run_one("find_job", admin::find_call(&keys, id, &members))
+            .await?;
+        admin::parse_find(&keys, id, &reply)
+    }
+
+    async fn retry_dead(
+        &self,
+        queue: &QueueName,
+        selection: &Selection,
+    ) -> Result<ActionReport, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let calls = admin::move_calls(&keys, JobState::Dead, selection);
+        let replies = self.run(&calls, None).await?;
+        admin::parse_move("retry_dead", &replies)
+    }
+
+    async fn run_scheduled(
+        &self,
+        queue: &QueueName,
+        selection: &Selection,
+    ) -> Result<ActionReport, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let calls = admin::move_calls(&keys, JobState::Scheduled, selection);
+        let replies = self.run(&calls, None).await?;
+        admin::parse_move("run_scheduled", &replies)
+    }
+
+    async fn delete_jobs(
+        &self,
+        queue: &QueueName,
+        ids: &[String],
+    ) -> Result<DeleteReport, BackendError> {
+        if ids.is_empty() {
+            return Ok(DeleteReport::default());
+        }
+        let keys = Keys::new(queue.as_str());
+        let members = self.consumer_keys(&keys).await?;
+        let replies = self
+            .run(&admin::delete_calls(&keys, ids, &members), None)
+            .await?;
+        admin::parse_delete(ids, &replies)
+    }
+
+    async fn purge(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        max: usize,
+    ) -> Result<usize, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let Some(call) = admin::purge_call(&keys, state, max)? else {
+            return Ok(0);
+        };
+        let reply = self.run_one("purge", call).await?;
+        calls::count("purge", &reply)
+    }
+
+    async fn remove_consumer(
+        &self,
+        queue: &QueueName,
+        consumer: &str,
+        expired_before: f64,
+    ) -> Result<RemoveReport, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let call = admin::remove_consumer_call(&keys, consumer, expired_before)?;
+        let reply = self.run_one("remove_consumer", call).await?;
+        admin::parse_remove_consumer(&reply)
+    }
+
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let reply = self
+            .run_one("set_paused", admin::pause_call(&keys, paused))
+            .await?;
+        Ok(calls::int("set_paused", &reply)? == 1)
+    }
+
+    async fn data_ids(
+        &self,
+        queue: &QueueName,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(Vec<String>, Option<u64>), BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let reply = self
+            .run_one("data_ids", admin::data_ids_call(&keys, cursor, count))
+            .await?;
+        admin::parse_data_ids(&reply)
+    }
+
+    async fn stray_inflight(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<(String, std::collections::BTreeSet<String>)>, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let prefix = keys.inflight_prefix().as_bytes();
+        let mut candidates = self
+            .scan_all(&admin::stray_pattern(&keys), Some("set"))
+            .await?;
+        candidates.retain(|key| key.starts_with(prefix));
+        candidates.sort();
+        candidates.dedup();
+        let mut out = Vec::new();
+        for chunk in candidates.chunks(admin::STRAY_PER_CALL) {
+            let reply = self
+                .run_one("stray_inflight", admin::stray_call(&keys, chunk))
+                .await?;
+            out.extend(admin::parse_stray(&keys, chunk, &reply)?);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn confirm(
+        &self,
+        queue: &QueueName,
+        problem: &Problem,
+    ) -> Result<Option<Problem>, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let members = self.consumer_keys(&keys).await?;
+        let call = admin::problem_call(&keys, ProblemAction::Confirm, problem, &members)
+            .ok_or(BackendError::Unsupported("confirm of this problem kind"))?;
+        let reply = self.run_one("confirm", call).await?;
+        admin::parse_confirm(problem, &reply)
+    }
+
+    async fn repair(&self, queue: &QueueName, problem: &Problem) -> Result<bool, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let members = self.consumer_keys(&keys).await?;
+        let call = admin::problem_call(&keys, ProblemAction::Repair, problem, &members)
+            .ok_or(BackendError::Unsupported("repair of this problem kind"))?;
+        let reply = self.run_one("repair", call).await?;
+        Ok(calls::int("repair", &reply)? == 1)
     }
 }
 

@@ -11,6 +11,8 @@ use curlyq_core::{
     Registration, RetryJob, ScheduledJob, ScheduledPeek, TakenJob, ERRORS_SWEEP, MAX_BATCH,
 };
 
+use curlyq_core::admin::COUNTER_TTL_SECONDS;
+
 use crate::transport::Command;
 use crate::Keys;
 
@@ -91,11 +93,35 @@ pub enum ScriptId {
     TrimDead,
     /// [`UNREGISTER`](crate::UNREGISTER).
     Unregister,
+    /// [`ADMIN_STATS`](crate::ADMIN_STATS).
+    AdminStats,
+    /// [`ADMIN_CONSUMERS`](crate::ADMIN_CONSUMERS).
+    AdminConsumers,
+    /// [`ADMIN_JOBS`](crate::ADMIN_JOBS).
+    AdminJobs,
+    /// [`ADMIN_FIND`](crate::ADMIN_FIND).
+    AdminFind,
+    /// [`ADMIN_MOVE`](crate::ADMIN_MOVE).
+    AdminMove,
+    /// [`ADMIN_DELETE`](crate::ADMIN_DELETE).
+    AdminDelete,
+    /// [`ADMIN_PURGE`](crate::ADMIN_PURGE).
+    AdminPurge,
+    /// [`ADMIN_REMOVE_CONSUMER`](crate::ADMIN_REMOVE_CONSUMER).
+    AdminRemoveConsumer,
+    /// [`ADMIN_PAUSE`](crate::ADMIN_PAUSE).
+    AdminPause,
+    /// [`ADMIN_DATA_IDS`](crate::ADMIN_DATA_IDS).
+    AdminDataIds,
+    /// [`ADMIN_STRAY`](crate::ADMIN_STRAY).
+    AdminStray,
+    /// [`ADMIN_PROBLEM`](crate::ADMIN_PROBLEM).
+    AdminProblem,
 }
 
 impl ScriptId {
     /// Every script, in the order of [`ALL`](crate::ALL) (`id as usize` is its index).
-    pub const ALL: [ScriptId; 12] = [
+    pub const ALL: [ScriptId; 24] = [
         ScriptId::Push,
         ScriptId::Schedule,
         ScriptId::Register,
@@ -108,6 +134,18 @@ impl ScriptId {
         ScriptId::RequeueOrphans,
         ScriptId::TrimDead,
         ScriptId::Unregister,
+        ScriptId::AdminStats,
+        ScriptId::AdminConsumers,
+        ScriptId::AdminJobs,
+        ScriptId::AdminFind,
+        ScriptId::AdminMove,
+        ScriptId::AdminDelete,
+        ScriptId::AdminPurge,
+        ScriptId::AdminRemoveConsumer,
+        ScriptId::AdminPause,
+        ScriptId::AdminDataIds,
+        ScriptId::AdminStray,
+        ScriptId::AdminProblem,
     ];
 
     /// The script's source.
@@ -125,6 +163,18 @@ impl ScriptId {
             ScriptId::RequeueOrphans => crate::REQUEUE_ORPHANS,
             ScriptId::TrimDead => crate::TRIM_DEAD,
             ScriptId::Unregister => crate::UNREGISTER,
+            ScriptId::AdminStats => crate::ADMIN_STATS,
+            ScriptId::AdminConsumers => crate::ADMIN_CONSUMERS,
+            ScriptId::AdminJobs => crate::ADMIN_JOBS,
+            ScriptId::AdminFind => crate::ADMIN_FIND,
+            ScriptId::AdminMove => crate::ADMIN_MOVE,
+            ScriptId::AdminDelete => crate::ADMIN_DELETE,
+            ScriptId::AdminPurge => crate::ADMIN_PURGE,
+            ScriptId::AdminRemoveConsumer => crate::ADMIN_REMOVE_CONSUMER,
+            ScriptId::AdminPause => crate::ADMIN_PAUSE,
+            ScriptId::AdminDataIds => crate::ADMIN_DATA_IDS,
+            ScriptId::AdminStray => crate::ADMIN_STRAY,
+            ScriptId::AdminProblem => crate::ADMIN_PROBLEM,
         }
     }
 }
@@ -141,7 +191,7 @@ pub struct ScriptCall {
 }
 
 impl ScriptCall {
-    fn new(script: ScriptId, keys: &[&str]) -> Self {
+    pub(crate) fn new(script: ScriptId, keys: &[&str]) -> Self {
         ScriptCall {
             script,
             keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
@@ -149,18 +199,18 @@ impl ScriptCall {
         }
     }
 
-    fn arg(&mut self, value: impl AsRef<[u8]>) -> &mut Self {
+    pub(crate) fn arg(&mut self, value: impl AsRef<[u8]>) -> &mut Self {
         self.args.push(value.as_ref().to_vec());
         self
     }
 
-    fn num(&mut self, n: impl std::fmt::Display) -> &mut Self {
+    pub(crate) fn num(&mut self, n: impl std::fmt::Display) -> &mut Self {
         self.arg(n.to_string())
     }
 }
 
 /// An invalid-reply error.
-fn invalid(what: impl Into<String>) -> BackendError {
+pub(crate) fn invalid(what: impl Into<String>) -> BackendError {
     BackendError::InvalidReply(what.into())
 }
 
@@ -476,6 +526,7 @@ pub fn take_calls(keys: &Keys, inflight: &str, max: usize, peek: bool) -> Vec<Sc
                 &keys.data,
                 &keys.signal,
                 &keys.consumers,
+                &keys.paused,
             ];
             if peek && i == last {
                 declared.push(&keys.scheduled);
@@ -541,8 +592,9 @@ pub fn kill_not_utf8_calls(
     ids: &[Vec<u8>],
     now: f64,
 ) -> Vec<ScriptCall> {
-    let mut call = ScriptCall::new(ScriptId::Kill, &kill_keys(keys, inflight));
-    call.arg(format!("{now}"));
+    let [counts, minute] = counter_keys(keys, now);
+    let mut call = ScriptCall::new(ScriptId::Kill, &kill_keys(keys, inflight, &counts, &minute));
+    call.arg(format!("{now}")).num(COUNTER_TTL_SECONDS);
     for id in ids {
         call.arg(id).arg("0").arg("").arg(
             "job ID is not valid UTF-8 (curlyq job IDs are strings); killed when taken, \
@@ -552,14 +604,31 @@ pub fn kill_not_utf8_calls(
     vec![call]
 }
 
-/// The calls of `ack` (none for no IDs); parse with [`parse_flags`].
-pub fn ack_calls(keys: &Keys, inflight: &str, ids: &[String]) -> Vec<ScriptCall> {
+/// The counter keys of an outcome at `now`: `Q:counts` and `now`'s `Q:counts:<minute>`.
+pub fn counter_keys(keys: &Keys, now: f64) -> [String; 2] {
+    [
+        keys.counts.clone(),
+        keys.counts_minute(curlyq_core::admin::minute_of(now)),
+    ]
+}
+
+/// The calls of `ack` (none for no IDs), counting at `now`; parse with [`parse_flags`].
+pub fn ack_calls(keys: &Keys, inflight: &str, ids: &[String], now: f64) -> Vec<ScriptCall> {
+    let [counts, minute] = counter_keys(keys, now);
     ids.chunks(MAX_BATCH)
         .map(|chunk| {
             let mut call = ScriptCall::new(
                 ScriptId::Ack,
-                &[inflight, &keys.data, &keys.orphaned, &keys.errors],
+                &[
+                    inflight,
+                    &keys.data,
+                    &keys.orphaned,
+                    &keys.errors,
+                    &counts,
+                    &minute,
+                ],
             );
+            call.num(COUNTER_TTL_SECONDS);
             for id in chunk {
                 call.arg(id);
             }
@@ -568,12 +637,16 @@ pub fn ack_calls(keys: &Keys, inflight: &str, ids: &[String]) -> Vec<ScriptCall>
         .collect()
 }
 
-/// The calls of `retry` (none for no jobs); parse with [`parse_flags`].
+/// The calls of `retry` (none for no jobs), counting at `now`; parse with
+/// [`parse_flags`].
 pub fn retry_calls(
     keys: &Keys,
     inflight: &str,
     jobs: &[RetryJob],
+    now: f64,
 ) -> Result<Vec<ScriptCall>, BackendError> {
+    score("retry outcome time", now)?;
+    let [counts, minute] = counter_keys(keys, now);
     jobs.chunks(MAX_BATCH)
         .map(|chunk| {
             let mut call = ScriptCall::new(
@@ -584,8 +657,11 @@ pub fn retry_calls(
                     &keys.data,
                     &keys.orphaned,
                     &keys.errors,
+                    &counts,
+                    &minute,
                 ],
             );
+            call.num(COUNTER_TTL_SECONDS);
             for job in chunk {
                 call.arg(&job.id)
                     .arg(score("retry time", job.at)?)
@@ -610,12 +686,14 @@ pub fn kill_calls(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    let [counts, minute] = counter_keys(keys, now);
     let now = score("kill time", now)?;
     Ok(jobs
         .chunks(MAX_BATCH)
         .map(|chunk| {
-            let mut call = ScriptCall::new(ScriptId::Kill, &kill_keys(keys, inflight));
-            call.arg(&now);
+            let mut call =
+                ScriptCall::new(ScriptId::Kill, &kill_keys(keys, inflight, &counts, &minute));
+            call.arg(&now).num(COUNTER_TTL_SECONDS);
             for job in chunk {
                 call.arg(&job.id);
                 match &job.data {
@@ -629,8 +707,14 @@ pub fn kill_calls(
         .collect())
 }
 
-/// The `KEYS` of `kill` by the consumer of in-flight key `inflight`.
-fn kill_keys<'a>(keys: &'a Keys, inflight: &'a str) -> [&'a str; 6] {
+/// The `KEYS` of `kill` by the consumer of in-flight key `inflight`, counting in
+/// `counts` and `minute`.
+fn kill_keys<'a>(
+    keys: &'a Keys,
+    inflight: &'a str,
+    counts: &'a str,
+    minute: &'a str,
+) -> [&'a str; 8] {
     [
         inflight,
         &keys.dead,
@@ -638,6 +722,8 @@ fn kill_keys<'a>(keys: &'a Keys, inflight: &'a str) -> [&'a str; 6] {
         &keys.reasons,
         &keys.orphaned,
         &keys.errors,
+        counts,
+        minute,
     ]
 }
 
@@ -714,6 +800,7 @@ pub struct OrphanSweeper {
     keys: Keys,
     expired_before: String,
     now: String,
+    minute: String,
     max_orphan_requeues: u32,
     left: usize,
     report: OrphanReport,
@@ -725,6 +812,7 @@ impl OrphanSweeper {
         Ok(OrphanSweeper {
             expired_before: score("expired_before", sweep.expired_before)?,
             now: score("now", sweep.now)?,
+            minute: keys.counts_minute(curlyq_core::admin::minute_of(sweep.now)),
             keys,
             max_orphan_requeues: sweep.max_orphan_requeues,
             left: sweep.max_jobs,
@@ -770,13 +858,16 @@ impl OrphanSweeper {
                 &keys.orphaned,
                 &keys.signal,
                 &keys.errors,
+                &keys.counts,
+                &self.minute,
             ],
         );
         call.keys.extend(members);
         call.arg(&self.expired_before)
             .num(self.left.min(MAX_BATCH))
             .num(self.max_orphan_requeues)
-            .arg(&self.now);
+            .arg(&self.now)
+            .num(COUNTER_TTL_SECONDS);
         call
     }
 
@@ -914,6 +1005,7 @@ mod tests {
             &keys,
             "{q}:inflight:c",
             &[job("a", Some("boom")), job("b", None)],
+            120.0,
         )
         .unwrap_or_default();
         let args: Vec<&[u8]> = calls
@@ -921,13 +1013,71 @@ mod tests {
             .flat_map(|c| &c.args)
             .map(Vec::as_slice)
             .collect();
-        let expected: [&[u8]; 10] = [
-            b"a", b"2.5", b"d", b"1", b"boom", b"b", b"2.5", b"d", b"0", b"",
+        let expected: [&[u8]; 11] = [
+            b"90000", b"a", b"2.5", b"d", b"1", b"boom", b"b", b"2.5", b"d", b"0", b"",
         ];
         assert_eq!(args, expected);
+        let declared: Vec<&[u8]> = calls
+            .first()
+            .map(|c| c.keys.iter().map(Vec::as_slice).collect())
+            .unwrap_or_default();
         assert_eq!(
-            calls.first().and_then(|c| c.keys.last()).map(Vec::as_slice),
-            Some(&b"{q}:errors"[..])
+            declared[4..],
+            [&b"{q}:errors"[..], b"{q}:counts", b"{q}:counts:2"]
+        );
+    }
+
+    #[test]
+    fn take_declares_the_pause_key_and_peeks_last() {
+        let keys = Keys::new("{q}");
+        let names = |calls: &[ScriptCall], i: usize| -> Vec<String> {
+            calls
+                .get(i)
+                .map(|c| {
+                    c.keys
+                        .iter()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let calls = take_calls(&keys, "{q}:inflight:c", MAX_BATCH + 1, true);
+        let plain = [
+            "{q}:active",
+            "{q}:inflight:c",
+            "{q}:data",
+            "{q}:signal",
+            "{q}:consumers",
+            "{q}:paused",
+        ];
+        assert_eq!(names(&calls, 0), plain);
+        let mut peeking = plain.to_vec();
+        peeking.push("{q}:scheduled");
+        assert_eq!(names(&calls, 1), peeking);
+        assert_eq!(
+            names(&take_calls(&keys, "{q}:inflight:c", 1, false), 0),
+            plain
+        );
+    }
+
+    #[test]
+    fn outcomes_count_in_the_minute_of_now() {
+        let keys = Keys::new("{q}");
+        let calls = ack_calls(&keys, "{q}:inflight:c", &["a".to_owned()], 119.9);
+        let call = calls.first().cloned();
+        let keys_of = call.as_ref().map(|c| c.keys.clone()).unwrap_or_default();
+        assert_eq!(
+            keys_of.get(4..).map(<[Vec<u8>]>::to_vec),
+            Some(vec![b"{q}:counts".to_vec(), b"{q}:counts:1".to_vec()])
+        );
+        assert_eq!(
+            call.map(|c| c.args),
+            Some(vec![b"90000".to_vec(), b"a".to_vec()])
+        );
+        let kill = kill_not_utf8_calls(&keys, "{q}:inflight:c", &[vec![0xff]], 60.0);
+        assert_eq!(
+            kill.first().and_then(|c| c.keys.last()).map(Vec::as_slice),
+            Some(&b"{q}:counts:1"[..])
         );
     }
 

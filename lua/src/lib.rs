@@ -31,6 +31,7 @@
 // docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod admin;
 mod backend;
 pub mod calls;
 mod redact;
@@ -112,8 +113,10 @@ script!(
     /// there.
     ///
     /// - KEYS: `active`, `inflight` (also the consumer's member in `consumers`), `data`,
-    ///   `signal`, `consumers`
+    ///   `signal`, `consumers`, `paused`, and optionally `scheduled` (to peek at)
     /// - ARGV: `max`
+    /// - While `paused` exists (checked after `NOTREG`), nothing is taken and the signal
+    ///   is cleared; the peek is still answered.
     /// - Returns: `{id1, data1, id2, data2, ...}` with nil data for a job whose data field
     ///   is missing; or an error reply starting with `NOTREG` (nothing taken) when the
     ///   consumer is not in `consumers`.
@@ -123,10 +126,10 @@ script!(
 
 script!(
     /// Acknowledges owned jobs: removes each from the in-flight set, deletes its data, its
-    /// orphan count and its last error.
+    /// orphan count and its last error; counts the owned jobs as processed.
     ///
-    /// - KEYS: `inflight`, `data`, `orphaned`, `errors`
-    /// - ARGV: `id1, id2, ...`
+    /// - KEYS: `inflight`, `data`, `orphaned`, `errors`, `counts`, `counts_minute`
+    /// - ARGV: `ttl` (of `counts_minute`), `id1, id2, ...`
     /// - Returns: an array of integers, per ID 1 if it was owned, else 0 (untouched).
     ACK,
     "ack.lua"
@@ -135,10 +138,12 @@ script!(
 script!(
     /// Schedules owned failed jobs for another run: removes each from in-flight, adds it
     /// to the scheduled set, overwrites its data, clears its orphan count and stores why
-    /// the run failed as its last error (or removes the last error when none is given).
+    /// the run failed as its last error (or removes the last error when none is given);
+    /// counts the owned jobs as processed, failed and retried.
     ///
-    /// - KEYS: `inflight`, `scheduled`, `data`, `orphaned`, `errors`
-    /// - ARGV: per job `id, at, bytes, has_error ("1" or "0"), error`
+    /// - KEYS: `inflight`, `scheduled`, `data`, `orphaned`, `errors`, `counts`,
+    ///   `counts_minute`
+    /// - ARGV: `ttl`, then per job `id, at, bytes, has_error ("1" or "0"), error`
     /// - Returns: an array of integers, per job 1 if it was owned, else 0 (untouched).
     RETRY,
     "retry.lua"
@@ -147,10 +152,12 @@ script!(
 script!(
     /// Moves owned failed jobs to the dead set: removes each from in-flight, adds it to
     /// `dead` with score `now`, overwrites its data when given, records the reason and
-    /// clears its orphan count and its last error.
+    /// clears its orphan count and its last error; counts the owned jobs as processed,
+    /// failed and killed.
     ///
-    /// - KEYS: `inflight`, `dead`, `data`, `reasons`, `orphaned`, `errors`
-    /// - ARGV: `now`, then per job `id, has_data ("1" or "0"), bytes, reason`
+    /// - KEYS: `inflight`, `dead`, `data`, `reasons`, `orphaned`, `errors`, `counts`,
+    ///   `counts_minute`
+    /// - ARGV: `now`, `ttl`, then per job `id, has_data ("1" or "0"), bytes, reason`
     /// - Returns: an array of integers, per job 1 if it was owned, else 0 (untouched).
     KILL,
     "kill.lua"
@@ -176,11 +183,13 @@ script!(
     /// error), or, once the count reaches `max_orphan_requeues` (when non-zero), moved to
     /// `dead` with a reason (its last error removed). The jobs of one consumer are taken
     /// in ascending ID order (byte order). An expired consumer whose in-flight set is
-    /// empty is removed from `consumers`. Sets the signal if any job was requeued.
+    /// empty is removed from `consumers`. Sets the signal if any job was requeued. The
+    /// jobs killed are counted as processed, failed and killed.
     ///
     /// - KEYS: `consumers`, `active`, `dead`, `reasons`, `orphaned`, `signal`, `errors`,
-    ///   then the in-flight keys of the consumers to visit, in order
-    /// - ARGV: `expired_before`, `max_jobs`, `max_orphan_requeues`, `now`
+    ///   `counts`, `counts_minute` (of `now`'s minute), then the in-flight keys of the
+    ///   consumers to visit, in order
+    /// - ARGV: `expired_before`, `max_jobs`, `max_orphan_requeues`, `now`, `ttl`
     /// - Returns: `{requeued, killed, consumers_removed}`.
     REQUEUE_ORPHANS,
     "requeue_orphans.lua"
@@ -213,6 +222,141 @@ script!(
     "unregister.lua"
 );
 
+script!(
+    /// Admin: a queue's sizes, pause state, head job, earliest due time and counters
+    /// ([`QueueBackend::stats`](curlyq_core::QueueBackend::stats)).
+    ///
+    /// - KEYS: `active`, `scheduled`, `dead`, `consumers`, `paused`, `counts`, `data`,
+    ///   then `m` per-minute counter keys (oldest first), then in-flight keys
+    /// - ARGV: `m`, `head_bytes`
+    /// - Returns: `{active, scheduled, dead, consumers, paused, inflight, head, head_len,
+    ///   next_due, counts, {minute counts...}}`.
+    ADMIN_STATS,
+    "admin_stats.lua"
+);
+
+script!(
+    /// Admin: the registered consumers with their heartbeats and in-flight counts.
+    ///
+    /// - KEYS: `consumers`, then in-flight keys
+    /// - Returns: `{member, score, count, ...}` for those still registered.
+    ADMIN_CONSUMERS,
+    "admin_consumers.lua"
+);
+
+script!(
+    /// Admin: one page of the jobs in one state, with bounded views of their data.
+    ///
+    /// - KEYS: `data`, `reasons`, `errors`, `orphaned`, the source (`active`, `scheduled`,
+    ///   `dead`, or `consumers` followed by in-flight keys)
+    /// - ARGV: mode (`list`, `zset`, `inflight`), `cursor`, `limit`, `head_bytes`,
+    ///   `tail_bytes`
+    /// - Returns: `{total, {id, extra, has_data, length, head, tail, reason, error,
+    ///   orphaned}, ...}`.
+    ADMIN_JOBS,
+    "admin_jobs.lua"
+);
+
+script!(
+    /// Admin: where a job is, and its data.
+    ///
+    /// - KEYS: `data`, `scheduled`, `dead`, `active`, `reasons`, `errors`, `orphaned`,
+    ///   `consumers`, then in-flight keys
+    /// - ARGV: `id`, how far into `active` to look
+    /// - Returns: `{data, scheduled score, dead score, in-flight key, active position,
+    ///   reason, error, orphaned}`.
+    ADMIN_FIND,
+    "admin_find.lua"
+);
+
+script!(
+    /// Admin: moves jobs from `dead` or `scheduled` to the tail of `active` (by ID or the
+    /// lowest scores), optionally clearing their dead reasons; sets the signal if any
+    /// moved.
+    ///
+    /// - KEYS: source, `active`, `signal`, `reasons`
+    /// - ARGV: clear_reason (`1`/`0`), mode (`ids`/`oldest`), then IDs or a count
+    /// - Returns: `{moved, skipped}`.
+    ADMIN_MOVE,
+    "admin_move.lua"
+);
+
+script!(
+    /// Admin: deletes jobs by ID in any state but in flight.
+    ///
+    /// - KEYS: `data`, `active`, `scheduled`, `dead`, `reasons`, `errors`, `orphaned`,
+    ///   `consumers`, then in-flight keys
+    /// - ARGV: IDs
+    /// - Returns: per ID `inflight`, `scheduled`, `active`, `dead`, `unplaced` or
+    ///   `missing`.
+    ADMIN_DELETE,
+    "admin_delete.lua"
+);
+
+script!(
+    /// Admin: deletes the first jobs of `active`, or the lowest-scored of a sorted set,
+    /// with their side fields.
+    ///
+    /// - KEYS: source, `data`, `reasons`, `errors`, `orphaned`
+    /// - ARGV: mode (`list`/`zset`), `n`
+    /// - Returns: the count deleted.
+    ADMIN_PURGE,
+    "admin_purge.lua"
+);
+
+script!(
+    /// Admin: removes an expired consumer, its jobs appended to `active` in ascending ID
+    /// order.
+    ///
+    /// - KEYS: `consumers`, `inflight`, `active`, `signal`
+    /// - ARGV: `expired_before`
+    /// - Returns: `{removed, requeued, heartbeat}`.
+    ADMIN_REMOVE_CONSUMER,
+    "admin_remove_consumer.lua"
+);
+
+script!(
+    /// Admin: pauses or resumes a queue (`paused`); resuming sets the signal.
+    ///
+    /// - KEYS: `paused`, `signal`
+    /// - ARGV: `1` (pause) or `0` (resume)
+    /// - Returns: 1 if it was paused before.
+    ADMIN_PAUSE,
+    "admin_pause.lua"
+);
+
+script!(
+    /// Admin: one `HSCAN` page of the IDs in `data` (names only).
+    ///
+    /// - KEYS: `data`
+    /// - ARGV: `cursor`, `count`
+    /// - Returns: `{next cursor, {ids}}`.
+    ADMIN_DATA_IDS,
+    "admin_data_ids.lua"
+);
+
+script!(
+    /// Admin: the members of in-flight sets whose consumer is not registered.
+    ///
+    /// - KEYS: `consumers`, then candidate in-flight keys
+    /// - Returns: per candidate its members, or nil when registered or gone.
+    ADMIN_STRAY,
+    "admin_stray.lua"
+);
+
+script!(
+    /// Admin: confirms or repairs one consistency problem
+    /// ([`ProblemKind`](curlyq_core::admin::ProblemKind)).
+    ///
+    /// - KEYS: `data`, `active`, `scheduled`, `dead`, `reasons`, `errors`, `orphaned`,
+    ///   `consumers`, `signal`, then in-flight keys (the consumers', or the stray one)
+    /// - ARGV: action (`confirm`/`repair`), kind, ID
+    /// - Returns: confirm `{holds, active, scheduled, dead, inflight}`; repair 1 if
+    ///   anything changed.
+    ADMIN_PROBLEM,
+    "admin_problem.lua"
+);
+
 /// Every script with its name, for tools that preload them (`SCRIPT LOAD`).
 pub const ALL: &[(&str, &str)] = &[
     ("push", PUSH),
@@ -227,6 +371,18 @@ pub const ALL: &[(&str, &str)] = &[
     ("requeue_orphans", REQUEUE_ORPHANS),
     ("trim_dead", TRIM_DEAD),
     ("unregister", UNREGISTER),
+    ("admin_stats", ADMIN_STATS),
+    ("admin_consumers", ADMIN_CONSUMERS),
+    ("admin_jobs", ADMIN_JOBS),
+    ("admin_find", ADMIN_FIND),
+    ("admin_move", ADMIN_MOVE),
+    ("admin_delete", ADMIN_DELETE),
+    ("admin_purge", ADMIN_PURGE),
+    ("admin_remove_consumer", ADMIN_REMOVE_CONSUMER),
+    ("admin_pause", ADMIN_PAUSE),
+    ("admin_data_ids", ADMIN_DATA_IDS),
+    ("admin_stray", ADMIN_STRAY),
+    ("admin_problem", ADMIN_PROBLEM),
 ];
 
 /// The Redis keys of one queue (see `spec/wire.md`).
@@ -255,6 +411,12 @@ pub struct Keys {
     /// `Q:errors:cursor` (new in curlyq): string, the `HSCAN` cursor of a sweep of
     /// `Q:errors` under way.
     pub errors_cursor: String,
+    /// `Q:paused` (new in curlyq): string `1` while the queue is paused (takes take
+    /// nothing).
+    pub paused: String,
+    /// `Q:counts` (new in curlyq): hash of outcome totals (`processed`, `failed`,
+    /// `retried`, `killed`).
+    pub counts: String,
     inflight_prefix: String,
 }
 
@@ -272,6 +434,8 @@ impl Keys {
             orphaned: format!("{queue}:orphaned"),
             errors: format!("{queue}:errors"),
             errors_cursor: format!("{queue}:errors:cursor"),
+            paused: format!("{queue}:paused"),
+            counts: format!("{queue}:counts"),
             inflight_prefix: format!("{queue}:inflight:"),
         }
     }
@@ -280,6 +444,19 @@ impl Keys {
     /// `Q:consumers`).
     pub fn inflight(&self, consumer: &str) -> String {
         format!("{}{consumer}", self.inflight_prefix)
+    }
+
+    /// `Q:inflight:`: the prefix of every in-flight key (a consumer's ID follows it).
+    pub fn inflight_prefix(&self) -> &str {
+        &self.inflight_prefix
+    }
+
+    /// `Q:counts:<minute>` (new in curlyq): hash of the outcome counters of one minute
+    /// ([`minute_of`](curlyq_core::admin::minute_of)), expiring
+    /// [`COUNTER_TTL_SECONDS`](curlyq_core::admin::COUNTER_TTL_SECONDS) after its last
+    /// write.
+    pub fn counts_minute(&self, minute: i64) -> String {
+        format!("{}:{minute}", self.counts)
     }
 }
 
@@ -304,5 +481,8 @@ mod tests {
         assert_eq!(keys.errors, "{q}:errors");
         assert_eq!(keys.errors_cursor, "{q}:errors:cursor");
         assert_eq!(keys.inflight("c1"), "{q}:inflight:c1");
+        assert_eq!(keys.paused, "{q}:paused");
+        assert_eq!(keys.counts, "{q}:counts");
+        assert_eq!(keys.counts_minute(28_333_333), "{q}:counts:28333333");
     }
 }
