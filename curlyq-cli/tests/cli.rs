@@ -287,7 +287,8 @@ fn stats_count_enqueues_takes_and_acks() {
 
     // Every queue when none is named; the table too.
     let all = json(&server, &["stats"]);
-    assert_eq!(ids(&all, "queues"), ["st"]);
+    assert_eq!(all["queues"].as_array().map(Vec::len), Some(1));
+    assert_eq!(all["queues"][0]["queue"], "st");
     let table = run(&server, &["stats", "st"]).ok();
     assert!(table.stdout.starts_with("QUEUE"), "{}", table.stdout);
     assert!(table.stdout.contains("PROCESSED"), "{}", table.stdout);
@@ -433,7 +434,7 @@ fn a_job_is_shown_in_each_state() {
     // Cut at --max-bytes, with the count of bytes cut.
     let cut = json(&server, &["job", "js", "held", "--max-bytes", "5"]);
     assert_eq!(cut["payload"]["text"], "{\"to\"");
-    assert_eq!(cut["payload_cut_bytes"], 20);
+    assert_eq!(cut["payload_cut_bytes"], 19);
     assert_eq!(cut["payload_json"], Value::Null);
 
     // Each state's page lists its job.
@@ -474,7 +475,7 @@ fn busy_queue(server: &RedisServer, queue: &str) -> Worker {
             "ZADD",
             &format!("{queue}:consumers"),
             "1000",
-            "old-consumer",
+            &format!("{queue}:inflight:old-consumer"),
         ],
     );
     cmd(server, &["HSET", &format!("{queue}:data"), "lost", "x"]);
