@@ -423,7 +423,8 @@ fn job_row(j: &JobOut, state: JobState, now: f64) -> Vec<String> {
     let age = j
         .ready_at
         .as_ref()
-        .map(|t| human_seconds((now - t.unix).max(0.0)));
+        .filter(|t| t.unix <= now)
+        .map(|t| human_seconds(now - t.unix));
     let note = j
         .reason
         .as_deref()

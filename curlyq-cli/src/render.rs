@@ -96,7 +96,16 @@ impl Bytes {
     /// escaped), at most `width` characters.
     pub(crate) fn one_line(&self, width: usize) -> String {
         let s = match self {
-            Bytes::Text(t) => t.escape_debug().to_string(),
+            Bytes::Text(t) => t
+                .chars()
+                .map(|c| match c {
+                    '\n' => "\\n".to_owned(),
+                    '\r' => "\\r".to_owned(),
+                    '\t' => "\\t".to_owned(),
+                    c if c.is_control() => c.escape_unicode().to_string(),
+                    c => c.to_string(),
+                })
+                .collect(),
             Bytes::Hex(h) => format!("hex:{h}"),
         };
         cut(&s, width)
@@ -225,6 +234,7 @@ mod tests {
             serde_json::json!({"hex": "80"})
         );
         assert_eq!(Bytes::of(b"a\nb").one_line(10), "a\\nb");
+        assert_eq!(Bytes::of(br#"{"a":1}"#).one_line(10), r#"{"a":1}"#);
         assert_eq!(Bytes::of(b"abcdefghijk").one_line(5), "abcd…");
     }
 
