@@ -1140,7 +1140,7 @@ async fn check(ctx: &mut Ctx<'_>, queue: &str, repair: bool, dry_run: bool) -> R
     }
     let counts: BTreeMap<&'static str, usize> = ProblemKind::ALL
         .iter()
-        .map(|k| (k.as_str(), report.counts.get(k).copied().unwrap_or(0)))
+        .map(|k| (count_key(*k), report.counts.get(k).copied().unwrap_or(0)))
         .collect();
     let out = CheckOut {
         queue: queue.to_owned(),
@@ -1161,6 +1161,17 @@ async fn check(ctx: &mut Ctx<'_>, queue: &str, repair: bool, dry_run: bool) -> R
         Err(Failure::Reported(EXIT_PROBLEMS))
     } else {
         Ok(())
+    }
+}
+
+/// The JSON field name of a kind's count (snake_case, like every field name).
+fn count_key(kind: ProblemKind) -> &'static str {
+    match kind {
+        ProblemKind::Unreferenced => "unreferenced",
+        ProblemKind::Duplicate => "duplicate",
+        ProblemKind::Dangling => "dangling",
+        ProblemKind::StrayInFlight => "stray_inflight",
+        _ => "other",
     }
 }
 

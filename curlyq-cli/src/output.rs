@@ -301,7 +301,7 @@ pub(crate) struct CheckOut {
     pub(crate) queue: String,
     /// Data fields examined.
     pub(crate) jobs: usize,
-    /// Problems by kind (every kind, zeros included).
+    /// Problems by kind (every kind, zeros included; snake_case keys).
     pub(crate) counts: BTreeMap<&'static str, usize>,
     pub(crate) problems: Vec<ProblemOut>,
     /// Whether `--repair` was given.

@@ -666,7 +666,7 @@ fn check_finds_planted_problems_and_repair_fixes_them_without_losing_a_job() {
     assert_eq!(doc["counts"]["unreferenced"], 1);
     assert_eq!(doc["counts"]["duplicate"], 1);
     assert_eq!(doc["counts"]["dangling"], 1);
-    assert_eq!(doc["counts"]["stray-inflight"], 1);
+    assert_eq!(doc["counts"]["stray_inflight"], 1);
     let kinds: Vec<(String, String)> = doc["problems"]
         .as_array()
         .unwrap()
