@@ -13,7 +13,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 without --yes or --dry-run), 3 `check` found problems."
 )]
 pub struct Cli {
-    /// The Redis server (redis://[user:password@]host:port/db, rediss:// for TLS).
+    /// The Redis server: redis://host:port/db, with user:password@ before the host for
+    /// ACL users, rediss:// for TLS.
     #[arg(
         long,
         env = "REDIS_URL",

@@ -1,6 +1,6 @@
 //! The `curlyq` command: inspect and operate curlyq (and Go CurlyQ) queues on Redis.
 //!
-//! Every command runs on a [`QueueBackend`](curlyq_core::QueueBackend) through its admin
+//! Every command runs on a [`QueueBackend`] through its admin
 //! operations, so the same code serves any backend; the binary connects to Redis with
 //! `curlyq-redis-rs`. See the crate's README for each command, its table and JSON
 //! output, and the exit codes.

@@ -1,6 +1,6 @@
 //! What operators see and do: the plain-data types of the admin operations of
 //! [`QueueBackend`](crate::QueueBackend) (stats and counters, pages of jobs, a job found by
-//! ID, actions, pause) and the consistency [`check`](crate::admin::check) built on them.
+//! ID, actions, pause) and the consistency [`check`] built on them.
 //!
 //! Every admin operation is one atomic step of the store (one script call on Redis), bounded
 //! in the work it does whatever the queue's size, except where its documentation says

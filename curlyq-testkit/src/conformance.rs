@@ -351,7 +351,7 @@ pub fn ops_with_admin(max_ops: usize) -> impl Strategy<Value = Vec<Op>> {
         .prop_map(|(mut ops, admin)| {
             let mut admin = admin;
             // Insert from the last position down, so that earlier indexes stay valid.
-            admin.sort_by(|a, b| b.0.cmp(&a.0));
+            admin.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
             for (at, op) in admin {
                 let at = at.min(ops.len());
                 ops.insert(at, Op::Admin(op));

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use curlyq::admin::{self, JobState, PageRequest, Selection};
-use curlyq::backend::{EncodedJob, KillJob, QueueBackend, QueueName, Registration};
 use curlyq::backend::ConsumerId;
+use curlyq::backend::{EncodedJob, KillJob, QueueBackend, QueueName, Registration};
 use curlyq::{Consumer, Job};
 use curlyq_testkit::RedisServer;
 
@@ -40,7 +40,8 @@ fn options() -> Result<Options, Error> {
     while let Some(arg) = args.next() {
         let mut value = || -> Result<usize, Error> {
             let v = args.next().ok_or(format!("{arg} needs a value"))?;
-            Ok(v.parse().map_err(|_| format!("{arg}: {v:?} is not a count"))?)
+            Ok(v.parse()
+                .map_err(|_| format!("{arg}: {v:?} is not a count"))?)
         };
         match arg.as_str() {
             "--jobs" => o.jobs = value()?,
@@ -214,7 +215,10 @@ async fn run() -> Result<(), Error> {
         fill.as_secs_f64()
     );
 
-    println!("| operation ({} calls each) | p50 ms | p99 ms | max ms |", o.calls);
+    println!(
+        "| operation ({} calls each) | p50 ms | p99 ms | max ms |",
+        o.calls
+    );
     println!("|---|---|---|---|");
     let s = timed(o.calls, |_| b.stats(&q, now(), 60)).await?;
     println!("| stats, last hour of counters | {} |", summary(s));
@@ -222,10 +226,18 @@ async fn run() -> Result<(), Error> {
     println!("| stats, 24 hours of counters | {} |", summary(s));
     let pages = [
         (JobState::Active, 0, "active, first page"),
-        (JobState::Active, o.jobs as u64 / 2, "active, page in the middle"),
+        (
+            JobState::Active,
+            o.jobs as u64 / 2,
+            "active, page in the middle",
+        ),
         (JobState::Scheduled, 5_000, "scheduled, page in the middle"),
         (JobState::Dead, 0, "dead, first page"),
-        (JobState::Dead, o.dead as u64 / 2, "dead, page in the middle"),
+        (
+            JobState::Dead,
+            o.dead as u64 / 2,
+            "dead, page in the middle",
+        ),
         (JobState::InFlight, 0, "in flight"),
     ];
     for (state, cursor, label) in pages {

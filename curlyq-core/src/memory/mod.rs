@@ -676,7 +676,7 @@ impl QueueBackend for MemoryBackend {
         now: f64,
     ) -> Result<Vec<bool>, BackendError> {
         self.op(queue, |q| {
-            Ok(ids
+            let owned: Vec<bool> = ids
                 .iter()
                 .map(|id| {
                     let owned = q.disown(consumer.as_str(), id);
@@ -687,11 +687,9 @@ impl QueueBackend for MemoryBackend {
                     }
                     owned
                 })
-                .collect::<Vec<bool>>())
-            .map(|owned| {
-                q.count(now, Counts::acked(owned.iter().filter(|o| **o).count()));
-                owned
-            })
+                .collect();
+            q.count(now, Counts::acked(owned.iter().filter(|o| **o).count()));
+            Ok(owned)
         })
     }
 
@@ -706,7 +704,7 @@ impl QueueBackend for MemoryBackend {
             for job in jobs {
                 check_score("retry time", job.at)?;
             }
-            Ok(jobs
+            let owned: Vec<bool> = jobs
                 .iter()
                 .map(|job| {
                     let owned = q.disown(consumer.as_str(), &job.id);
@@ -721,11 +719,9 @@ impl QueueBackend for MemoryBackend {
                     }
                     owned
                 })
-                .collect::<Vec<bool>>())
-            .map(|owned| {
-                q.count(now, Counts::retried(owned.iter().filter(|o| **o).count()));
-                owned
-            })
+                .collect();
+            q.count(now, Counts::retried(owned.iter().filter(|o| **o).count()));
+            Ok(owned)
         })
     }
 
@@ -738,7 +734,7 @@ impl QueueBackend for MemoryBackend {
     ) -> Result<Vec<bool>, BackendError> {
         self.op(queue, |q| {
             check_score("kill time", now)?;
-            Ok(jobs
+            let owned: Vec<bool> = jobs
                 .iter()
                 .map(|job| {
                     let owned = q.disown(consumer.as_str(), &job.id);
@@ -747,11 +743,9 @@ impl QueueBackend for MemoryBackend {
                     }
                     owned
                 })
-                .collect::<Vec<bool>>())
-            .map(|owned| {
-                q.count(now, Counts::killed(owned.iter().filter(|o| **o).count()));
-                owned
-            })
+                .collect();
+            q.count(now, Counts::killed(owned.iter().filter(|o| **o).count()));
+            Ok(owned)
         })
     }
 
