@@ -80,44 +80,11 @@ async fn push_all(b: &dyn QueueBackend, q: &QueueName, ids: Vec<String>) -> Resu
         .collect();
     for group in chunks.chunks(8) {
         let pushes = group.iter().map(|jobs| b.push(q, jobs));
-        for result in futures_join(pushes).await {
+        for result in futures::future::join_all(pushes).await {
             result?;
         }
     }
     Ok(())
-}
-
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut out = Vec::with_capacity(handles.len());
-    // Sequential awaits of futures that were all created first still pipeline nothing;
-    // the backends multiplex one connection, so join them concurrently instead.
-    let joined = futures_util_join_all(handles).await;
-    out.extend(joined);
-    out
-}
-
-async fn futures_util_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, fut) in results.iter_mut().zip(pinned.iter_mut()) {
-            if slot.is_none() {
-                match fut.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *slot = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    results.into_iter().flatten().collect()
 }
 
 /// p50, p99 and max of `samples` in milliseconds.
@@ -252,15 +219,18 @@ async fn run() -> Result<(), Error> {
     }
     let mut picks = Picks(0x9e37_79b9_7f4a_7c15);
     let held_ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
-    let lookups: Vec<(&str, String)> = (0..o.calls)
+    let lookups: Vec<String> = (0..o.calls)
         .map(|i| match i % 4 {
-            0 => ("", id("job", 100 + picks.below(o.jobs - 100))),
-            1 => ("", id("dead", picks.below(o.dead))),
-            2 => ("", id("later", picks.below(10_000))),
-            _ => ("", held_ids[picks.below(held_ids.len())].clone()),
+            0 => id("job", 100 + picks.below(o.jobs.saturating_sub(100))),
+            1 => id("dead", picks.below(o.dead)),
+            2 => id("later", picks.below(10_000)),
+            _ => held_ids
+                .get(picks.below(held_ids.len()))
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect();
-    let s = timed(o.calls, |i| b.find_job(&q, &lookups[i].1)).await?;
+    let s = timed(o.calls, |i| b.find_job(&q, &lookups[i])).await?;
     println!(
         "| find_job: random IDs, a quarter each active (anywhere in the list), dead, \
          scheduled, in flight | {} |",
@@ -270,8 +240,10 @@ async fn run() -> Result<(), Error> {
     // Retry every dead job in chunks while a consumer drains the queue.
     server.command(&["CONFIG", "SET", "slowlog-log-slower-than", "10000"])?;
     server.command(&["SLOWLOG", "RESET"])?;
+    // keep_dead_jobs: its custodian would otherwise trim the dead set to 10,000 at once.
     let consumer = Consumer::builder(q.as_str())
         .concurrency(50)
+        .keep_dead_jobs()
         .build(Arc::clone(&backend))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = {
@@ -315,7 +287,7 @@ async fn run() -> Result<(), Error> {
         calls.len(),
         window.as_secs_f64(),
         max_call.as_secs_f64() * 1000.0,
-        slow.trim(),
+        slow.trim().trim_start_matches(':'),
         during as f64 / window.as_secs_f64().max(1e-9),
     );
 
