@@ -199,44 +199,6 @@ fn enqueue(server: &RedisServer, queue: &str, id: &str, data: &str, extra: &[&st
     run(server, &args).ok();
 }
 
-/// Loads `curlyq/tests/go-queue-fixture.json` (a queue state left by Go CurlyQ).
-fn load_go_fixture(server: &RedisServer) {
-    let text = include_str!("../../curlyq/tests/go-queue-fixture.json");
-    let doc: Value = serde_json::from_str(text).unwrap();
-    for (key, v) in doc["keys"].as_object().unwrap() {
-        match v["type"].as_str().unwrap() {
-            "list" => {
-                for item in v["items"].as_array().unwrap() {
-                    cmd(server, &["RPUSH", key, item.as_str().unwrap()]);
-                }
-            }
-            "set" => {
-                for m in v["members"].as_array().unwrap() {
-                    cmd(server, &["SADD", key, m.as_str().unwrap()]);
-                }
-            }
-            "zset" => {
-                for m in v["members"].as_array().unwrap() {
-                    let score = m["score"].as_f64().unwrap().to_string();
-                    cmd(
-                        server,
-                        &["ZADD", key, &score, m["member"].as_str().unwrap()],
-                    );
-                }
-            }
-            "hash" => {
-                for (field, hexval) in v["fields_hex"].as_object().unwrap() {
-                    let bytes = hex::decode(hexval.as_str().unwrap()).unwrap();
-                    server
-                        .command_bytes(&[b"HSET", key.as_bytes(), field.as_bytes(), &bytes])
-                        .unwrap();
-                }
-            }
-            other => panic!("unknown type {other}"),
-        }
-    }
-}
-
 #[test]
 fn stats_count_enqueues_takes_and_acks() {
     let server = RedisServer::start().unwrap();
@@ -604,7 +566,9 @@ fn actions_with_yes_move_and_delete_jobs() {
 #[test]
 fn the_go_fixture_is_listed_and_inspected() {
     let server = RedisServer::start().unwrap();
-    load_go_fixture(&server);
+    server
+        .load_dump(include_str!("../../curlyq/tests/go-queue-fixture.json"))
+        .unwrap();
     let queues = json(&server, &["queues"]);
     assert_eq!(ids(&queues, "queues"), ["goq"]);
     let table = run(&server, &["queues"]).ok();

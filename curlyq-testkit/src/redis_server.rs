@@ -163,6 +163,79 @@ impl RedisServer {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a reply that is not RESP2"))
     }
 
+    /// Writes a dump of keys into the server: the format of `curlyq/tests/go-queue-fixture.json`
+    /// (the queue Go CurlyQ left, described in `spec/wire.md`): a JSON object whose
+    /// `keys` map each key to `{"type": "list", "items": [...]}`, `{"type": "set",
+    /// "members": [...]}`, `{"type": "zset", "members": [{"member", "score"}]}` or
+    /// `{"type": "hash", "fields_hex": {field: hex bytes}}`. Fails, saying which key, on
+    /// anything else.
+    pub fn load_dump(&self, json: &str) -> Result<(), String> {
+        let doc: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| format!("the dump is not JSON: {e}"))?;
+        let keys = doc["keys"]
+            .as_object()
+            .ok_or("the dump has no \"keys\" object")?;
+        for (key, v) in keys {
+            let bad = || format!("key {key:?}: unexpected entry {v}");
+            let strings = |field: &str| -> Result<Vec<&str>, String> {
+                v[field]
+                    .as_array()
+                    .ok_or_else(bad)?
+                    .iter()
+                    .map(|item| item.as_str().ok_or_else(bad))
+                    .collect()
+            };
+            let mut commands: Vec<Vec<Vec<u8>>> = Vec::new();
+            let k = key.as_bytes().to_vec();
+            match v["type"].as_str().ok_or_else(bad)? {
+                "list" => {
+                    for item in strings("items")? {
+                        commands.push(vec![b"RPUSH".to_vec(), k.clone(), item.into()]);
+                    }
+                }
+                "set" => {
+                    for member in strings("members")? {
+                        commands.push(vec![b"SADD".to_vec(), k.clone(), member.into()]);
+                    }
+                }
+                "zset" => {
+                    for m in v["members"].as_array().ok_or_else(bad)? {
+                        let score = m["score"].as_f64().ok_or_else(bad)?.to_string();
+                        let member = m["member"].as_str().ok_or_else(bad)?;
+                        commands.push(vec![
+                            b"ZADD".to_vec(),
+                            k.clone(),
+                            score.into(),
+                            member.into(),
+                        ]);
+                    }
+                }
+                "hash" => {
+                    for (field, value) in v["fields_hex"].as_object().ok_or_else(bad)? {
+                        let bytes = hex::decode(value.as_str().ok_or_else(bad)?)
+                            .map_err(|e| format!("key {key:?}, field {field:?}: {e}"))?;
+                        commands.push(vec![
+                            b"HSET".to_vec(),
+                            k.clone(),
+                            field.clone().into(),
+                            bytes,
+                        ]);
+                    }
+                }
+                other => return Err(format!("key {key:?}: unknown type {other:?}")),
+            }
+            for command in commands {
+                let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
+                match self.query(&args) {
+                    Ok(Resp::Error(e)) => return Err(format!("key {key:?}: {e}")),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("key {key:?}: {e}")),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Like [`command`](Self::command), with binary arguments and reply.
     pub fn command_bytes(&self, args: &[&[u8]]) -> io::Result<Vec<u8>> {
         let mut stream = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(2))?;

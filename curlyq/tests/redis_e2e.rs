@@ -83,49 +83,12 @@ async fn produces_and_consumes_every_job_exactly_once() {
     assert_eq!(cmd(&server, &["ZCARD", "e2e:consumers"]), ":0\r\n");
 }
 
-/// Loads `go-queue-fixture.json` (beside this file: a queue state left by Go CurlyQ, as
-/// `spec/wire.md` describes) into `server`.
-fn load_go_fixture(server: &RedisServer) {
-    let text = include_str!("go-queue-fixture.json");
-    let doc: serde_json::Value = serde_json::from_str(text).unwrap();
-    for (key, v) in doc["keys"].as_object().unwrap() {
-        match v["type"].as_str().unwrap() {
-            "list" => {
-                for item in v["items"].as_array().unwrap() {
-                    cmd(server, &["RPUSH", key, item.as_str().unwrap()]);
-                }
-            }
-            "set" => {
-                for m in v["members"].as_array().unwrap() {
-                    cmd(server, &["SADD", key, m.as_str().unwrap()]);
-                }
-            }
-            "zset" => {
-                for m in v["members"].as_array().unwrap() {
-                    let score = m["score"].as_f64().unwrap().to_string();
-                    cmd(
-                        server,
-                        &["ZADD", key, &score, m["member"].as_str().unwrap()],
-                    );
-                }
-            }
-            "hash" => {
-                for (field, hexval) in v["fields_hex"].as_object().unwrap() {
-                    let bytes = hex::decode(hexval.as_str().unwrap()).unwrap();
-                    server
-                        .command_bytes(&[b"HSET", key.as_bytes(), field.as_bytes(), &bytes])
-                        .unwrap();
-                }
-            }
-            other => panic!("unknown type {other}"),
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_a_queue_left_by_go_curlyq_as_the_wire_contract_says() {
     let server = RedisServer::start().unwrap();
-    load_go_fixture(&server);
+    server
+        .load_dump(include_str!("go-queue-fixture.json"))
+        .unwrap();
     let backend = backend(&server).await;
     let runs = Arc::new(Mutex::new(Vec::<(String, u32)>::new()));
     let r = runs.clone();
