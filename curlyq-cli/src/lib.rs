@@ -135,7 +135,9 @@ pub async fn run(cli: Cli) -> u8 {
     let mut stdout = std::io::stdout().lock();
     let tty_out = stdout.is_terminal();
     let mut err_out = std::io::stderr();
-    let progress = err_out.is_terminal();
+    // A bar only for a person at a terminal: not when stdout goes to a file or a pipe
+    // (a script), nor when stderr does.
+    let progress = tty_out && err_out.is_terminal();
     let mut ctx = Ctx {
         backend,
         format: cli.output,

@@ -488,9 +488,10 @@ impl QueueState {
                 let mut changed = self.active.len() < before;
                 changed |= self.scheduled.remove(id).is_some();
                 changed |= self.dead.remove(id).is_some();
-                if changed {
-                    self.forget(id);
-                }
+                // The job has no data: only its side fields go (as the script counts them).
+                changed |= self.reasons.remove(id).is_some();
+                changed |= self.errors.remove(id).is_some();
+                changed |= self.orphaned.remove(id).is_some();
                 changed
             }
             ProblemKind::StrayInFlight => {
