@@ -2,9 +2,9 @@
 //!
 //! Every [`QueueBackend`] method is carried out under one lock, exactly as the Redis
 //! scripts carry it out in one atomic step (including this project's improvements over Go
-//! CurlyQ: the dead-set reasons, the orphan counters, the crash-loop kill and the last
-//! errors of retried jobs). The state can be read back as plain data with
-//! [`MemoryBackend::snapshot`]. It is the pure model: to inject faults, wrap it in
+//! CurlyQ: the dead-set reasons, the orphan counters, the crash-loop kill, the last
+//! errors of retried jobs, the outcome counters, the pause and the admin operations).
+//! The state can be read back as plain data with [`MemoryBackend::snapshot`]. It is the pure model: to inject faults, wrap it in
 //! `curlyq_testkit::Faulty`.
 //!
 //! It is also the backend for development and for an application's own tests without a

@@ -649,6 +649,7 @@ pub(super) async fn check_finds_nothing_on_a_consistent_queue(
         })
         .collect();
     b.kill(q, &owner, &kills, 5.0).await.ctx("kill")?;
+    ensure_eq!(taken.len(), 10, "jobs taken");
     b.retry(q, &owner, &[failed(&taken[5].id, 9.0, None)], 5.0)
         .await
         .ctx("retry")?;
