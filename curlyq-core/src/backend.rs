@@ -544,8 +544,12 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// The queues of this store: every name `Q` for which one of `Q:data`, `Q:active`,
     /// `Q:scheduled`, `Q:dead` or `Q:consumers` exists with its type (Go CurlyQ's queues
-    /// included), sorted. On Redis, found with `SCAN` (never `KEYS`): not atomic, and
-    /// it costs a pass over the whole keyspace, in pages.
+    /// included), sorted.
+    ///
+    /// # Behavior
+    /// - A queue holding any job, dead job or consumer is listed.
+    /// - On Redis, found with `SCAN` (never `KEYS`): not atomic, and it costs a pass over
+    ///   the whole keyspace, in pages.
     async fn list_queues(&self) -> Result<Vec<QueueName>, BackendError> {
         Err(BackendError::Unsupported("list_queues"))
     }
@@ -571,7 +575,10 @@ pub trait QueueBackend: Send + Sync + 'static {
         Err(BackendError::Unsupported("stats"))
     }
 
-    /// The registered consumers, oldest heartbeat first, with their in-flight counts.
+    /// The registered consumers with their in-flight counts.
+    ///
+    /// # Behavior
+    /// - Oldest heartbeat first (ties by ID); the ID without the `Q:inflight:` prefix.
     async fn consumers(
         &self,
         queue: &QueueName,
@@ -635,8 +642,11 @@ pub trait QueueBackend: Send + Sync + 'static {
     }
 
     /// Moves scheduled jobs to the tail of the active list now, whatever their due time,
-    /// and sets the signal if any moved; same selection rules as
-    /// [`retry_dead`](Self::retry_dead).
+    /// and sets the signal if any moved.
+    ///
+    /// # Behavior
+    /// - The selection rules of [`retry_dead`](Self::retry_dead), lowest due time first;
+    ///   data, attempt and last error are kept.
     async fn run_scheduled(
         &self,
         queue: &QueueName,
@@ -681,8 +691,12 @@ pub trait QueueBackend: Send + Sync + 'static {
     }
 
     /// Removes a consumer whose last heartbeat is at or before `expired_before`, and moves
-    /// its in-flight jobs to the tail of the active list (ascending ID order; the signal
-    /// set if any). A consumer with a later heartbeat is left alone (`removed: false`).
+    /// its in-flight jobs to the tail of the active list.
+    ///
+    /// # Behavior
+    /// - The jobs go in ascending ID order (byte order); the signal is set if any moved.
+    /// - A consumer with a later heartbeat is left alone (`removed: false`, its
+    ///   heartbeat reported); one not registered gives `heartbeat: None`.
     async fn remove_consumer(
         &self,
         queue: &QueueName,
@@ -707,7 +721,10 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// One page of the job IDs that have data (for the check): `Q:data`'s fields from
     /// `cursor` (0 to start), about `count` of them, and the next cursor (`None` when the
-    /// pass is over). Every field present for the whole pass is returned at least once.
+    /// pass is over).
+    ///
+    /// # Behavior
+    /// - Every field present for the whole pass is returned at least once.
     async fn data_ids(
         &self,
         queue: &QueueName,
