@@ -775,15 +775,7 @@ async fn move_jobs(
             if dry_run {
                 out.done = first_ids(ctx, &name, state, limit).await?;
             } else {
-                let s = ctx
-                    .backend()
-                    .stats(&name, now(), 0)
-                    .await
-                    .map_err(|e| ctx.fail(e))?;
-                let in_state = match action {
-                    Move::Retry => s.dead,
-                    Move::RunNow => s.scheduled,
-                };
+                let in_state = state_size(ctx, &name, state).await?;
                 let bar = ctx.bar(
                     Some(in_state.min(limit as u64)),
                     &format!("{} {}", action.name(), state),
@@ -910,19 +902,20 @@ async fn delete(ctx: &mut Ctx<'_>, queue: &str, ids: Vec<String>, dry_run: bool)
     Ok(())
 }
 
+/// How many jobs `queue` holds in `state` (for a progress bar's length, or a dry run).
+async fn state_size(ctx: &mut Ctx<'_>, name: &QueueName, state: JobState) -> Result<u64> {
+    let stats = ctx
+        .backend()
+        .stats(name, now(), 0)
+        .await
+        .map_err(|e| ctx.fail(e))?;
+    Ok(stats.size(state))
+}
+
 async fn purge(ctx: &mut Ctx<'_>, queue: &str, state: PurgeState, dry_run: bool) -> Result<()> {
     let name = queue_name(queue)?;
     let state = purge_state(state);
-    let s = ctx
-        .backend()
-        .stats(&name, now(), 0)
-        .await
-        .map_err(|e| ctx.fail(e))?;
-    let in_state = match state {
-        JobState::Active => s.active,
-        JobState::Scheduled => s.scheduled,
-        _ => s.dead,
-    };
+    let in_state = state_size(ctx, &name, state).await?;
     let mut purged = 0u64;
     if dry_run {
         purged = in_state;

@@ -191,6 +191,20 @@ pub struct QueueStats {
     pub minutes: Vec<MinuteCounts>,
 }
 
+impl QueueStats {
+    /// How many jobs are in `state` ([`JobState::Unplaced`]: 0, the stats do not count
+    /// them).
+    pub fn size(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Active => self.active,
+            JobState::Scheduled => self.scheduled,
+            JobState::Dead => self.dead,
+            JobState::InFlight => self.inflight,
+            JobState::Unplaced => 0,
+        }
+    }
+}
+
 /// A registered consumer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerInfo {
