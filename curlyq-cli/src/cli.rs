@@ -302,11 +302,7 @@ pub(crate) fn parse_time(s: &str) -> Result<f64, String> {
     };
     let when =
         humantime::parse_rfc3339_weak(base.trim_end_matches(['Z', 'z'])).map_err(|_| bad())?;
-    let unix = when
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| bad())?
-        .as_secs_f64();
-    let unix = unix - offset;
+    let unix = curlyq_core::unix_seconds(when) - offset;
     if unix < 0.0 {
         return Err(bad());
     }

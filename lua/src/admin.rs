@@ -442,23 +442,27 @@ fn list_texts(op: &str, reply: &Reply) -> Result<Vec<String>, BackendError> {
     }
 }
 
+/// The keys that place a job and hold its side fields, in the order `admin_delete` and
+/// `admin_problem` declare them first: data, active, scheduled, dead, reasons, errors,
+/// orphaned, consumers.
+fn placement_keys(keys: &Keys) -> [&str; 8] {
+    [
+        &keys.data,
+        &keys.active,
+        &keys.scheduled,
+        &keys.dead,
+        &keys.reasons,
+        &keys.errors,
+        &keys.orphaned,
+        &keys.consumers,
+    ]
+}
+
 /// The `admin_delete` calls (chunks of [`MAX_BATCH`]) over the in-flight keys `members`.
 pub fn delete_calls(keys: &Keys, ids: &[String], members: &[Vec<u8>]) -> Vec<ScriptCall> {
     ids.chunks(MAX_BATCH)
         .map(|chunk| {
-            let mut call = ScriptCall::new(
-                ScriptId::AdminDelete,
-                &[
-                    &keys.data,
-                    &keys.active,
-                    &keys.scheduled,
-                    &keys.dead,
-                    &keys.reasons,
-                    &keys.errors,
-                    &keys.orphaned,
-                    &keys.consumers,
-                ],
-            );
+            let mut call = ScriptCall::new(ScriptId::AdminDelete, &placement_keys(keys));
             for id in chunk {
                 call.arg(id);
             }
@@ -727,20 +731,8 @@ pub fn problem_call(
         ProblemKind::StrayInFlight => "stray-inflight",
         _ => return None,
     };
-    let mut call = ScriptCall::new(
-        ScriptId::AdminProblem,
-        &[
-            &keys.data,
-            &keys.active,
-            &keys.scheduled,
-            &keys.dead,
-            &keys.reasons,
-            &keys.errors,
-            &keys.orphaned,
-            &keys.consumers,
-            &keys.signal,
-        ],
-    );
+    let mut call = ScriptCall::new(ScriptId::AdminProblem, &placement_keys(keys));
+    call.keys.push(keys.signal.clone().into_bytes());
     if problem.kind == ProblemKind::StrayInFlight {
         call.keys.push(keys.inflight(&problem.id).into_bytes());
     } else {

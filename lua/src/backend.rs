@@ -537,14 +537,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
     /// reads is listed with an empty in-flight set.
     async fn snapshot(&self, queue: &QueueName) -> Result<QueueSnapshot, BackendError> {
         let keys = Keys::new(queue.as_str());
-        let listed = self
-            .command(
-                Command::new("ZRANGE")
-                    .arg(&keys.consumers)
-                    .arg("0")
-                    .arg("-1"),
-            )
-            .await?;
+        let listed = self.command(admin::list_consumers(&keys)).await?;
         let members = match listed {
             Reply::Nil => Vec::new(),
             other => calls::texts("snapshot of consumers", &other)?,
@@ -572,8 +565,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
             Some(reply) => Ok(reply),
             None => Err(invalid(format!("snapshot: no reply for {what}"))),
         };
-        let prefix = keys.inflight("");
-        let consumer_id = |member: &str| member.strip_prefix(&prefix).unwrap_or(member).to_owned();
+        let consumer_id = |member: &str| admin::consumer_of(&keys, member.as_bytes());
         let mut snap = QueueSnapshot {
             data: calls::hash("snapshot of data", &next("data")?)?
                 .into_iter()

@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use curlyq::admin::{self, JobState, PageRequest, Selection};
 use curlyq::backend::ConsumerId;
@@ -58,9 +58,7 @@ fn options() -> Result<Options, Error> {
 }
 
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    curlyq::runtime::unix_seconds(SystemTime::now())
 }
 
 fn encoded(id: String, ready: f64) -> EncodedJob {

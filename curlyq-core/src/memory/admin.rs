@@ -91,15 +91,21 @@ impl QueueState {
             .collect()
     }
 
-    /// A job's summary without state: its side fields and what its data says.
-    fn summary(&self, id: &str, preview: usize) -> JobSummary {
-        let mut s = JobSummary {
+    /// A job's ID and side fields (reason, last error, orphan count).
+    fn side_fields(&self, id: &str) -> JobSummary {
+        JobSummary {
             id: id.to_owned(),
             reason: self.reasons.get(id).cloned(),
             last_error: self.errors.get(id).cloned(),
             orphaned: self.orphaned.get(id).copied().unwrap_or(0),
             ..JobSummary::default()
-        };
+        }
+    }
+
+    /// A job's summary without state: its side fields and what its data says, from the
+    /// bounded head and tail a page reads.
+    fn summary(&self, id: &str, preview: usize) -> JobSummary {
+        let mut s = self.side_fields(id);
         if let Some(data) = self.data.get(id) {
             let head = &data[..data.len().min(preview + HEAD_EXTRA)];
             let tail = &data[data.len().saturating_sub(TAIL_BYTES)..];
@@ -177,13 +183,7 @@ impl QueueState {
 
     pub(super) fn find(&self, id: &str) -> Option<JobDetail> {
         let data = self.data.get(id).cloned();
-        let mut s = JobSummary {
-            id: id.to_owned(),
-            reason: self.reasons.get(id).cloned(),
-            last_error: self.errors.get(id).cloned(),
-            orphaned: self.orphaned.get(id).copied().unwrap_or(0),
-            ..JobSummary::default()
-        };
+        let mut s = self.side_fields(id);
         if let Some(data) = &data {
             describe(&mut s, data, &[], data.len() as u64, 0);
         }
