@@ -230,6 +230,8 @@ pub enum Command {
         #[command(flatten)]
         confirm: Confirm,
     },
+    /// Serves the web dashboard (loopback only by default; Ctrl-C stops it).
+    Web(WebArgs),
     /// Adds a job (now, after a delay, or at a time).
     Enqueue {
         /// The queue.
@@ -248,6 +250,37 @@ pub enum Command {
         #[arg(long, value_parser = parse_time)]
         at: Option<f64>,
     },
+}
+
+/// The options of `curlyq web`.
+#[derive(Debug, Clone, Args)]
+pub struct WebArgs {
+    /// Where to listen. A non-loopback address needs --user (or --insecure-no-auth);
+    /// port 0 picks a free port (the first line printed names it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Shows no action and refuses every change.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Makes this queue read-only (repeatable).
+    #[arg(long, value_name = "QUEUE", value_parser = NonEmptyStringValueParser::new())]
+    pub read_only_queue: Vec<String>,
+    /// Asks for HTTP Basic authentication as this user; the password is read from the
+    /// environment variable CURLYQ_WEB_PASSWORD (never from an argument).
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub user: Option<String>,
+    /// Allows a non-loopback --listen without --user: anyone who reaches the address
+    /// can then change the queues.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Serves an in-memory demo store (jobs in every state, a day of counters) instead
+    /// of connecting to Redis.
+    #[arg(long)]
+    pub demo: bool,
+    /// A consumer whose heartbeat is older than this is shown expired and may be
+    /// removed (Go CurlyQ: heartbeat 1 min + consumer timeout 1 min).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub consumer_timeout: Duration,
 }
 
 /// Parses a duration: humantime's syntax (`2s`, `5m`, `1h 30m`, `250ms`) or a bare
@@ -372,6 +405,37 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["curlyq", "stats", "--output", "jsonl"]).unwrap();
         assert_eq!(cli.output, Format::Jsonl);
+    }
+
+    #[test]
+    fn web_parses() {
+        let cli = Cli::try_parse_from([
+            "curlyq",
+            "web",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--read-only-queue",
+            "a",
+            "--read-only-queue",
+            "{b}",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Web(args) => {
+                assert!(args.demo && !args.read_only && args.user.is_none());
+                assert_eq!(args.listen.port(), 0);
+                assert_eq!(args.read_only_queue, vec!["a", "{b}"]);
+                assert_eq!(args.consumer_timeout, Duration::from_secs(120));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["curlyq", "web"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Web(WebArgs { listen, .. }) if listen.to_string() == "127.0.0.1:8080")
+        );
+        assert!(Cli::try_parse_from(["curlyq", "web", "--listen", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["curlyq", "web", "--password", "x"]).is_err());
     }
 
     #[test]

@@ -231,6 +231,10 @@ pub(crate) async fn execute(ctx: &mut Ctx<'_>, command: Command) -> Result<()> {
             delay,
             at,
         } => enqueue(ctx, &queue, &data, id, delay, at).await,
+        // `run` serves it before connecting: it may need no Redis at all (--demo).
+        Command::Web(_) => Err(Failure::Error(
+            "curlyq web is served by curlyq_cli::run, not by a command context".into(),
+        )),
     }
 }
 

@@ -18,8 +18,13 @@ mod cli;
 mod commands;
 mod output;
 mod render;
+mod web;
 
-pub use cli::{Cli, Command, Confirm, Format, ListState, PurgeState};
+pub use cli::{Cli, Command, Confirm, Format, ListState, PurgeState, WebArgs};
+/// The demo store of `curlyq web --demo` (a `MemoryBackend` with jobs in every state and
+/// a day of counters), for tests; see [`curlyq_web::demo`].
+pub use curlyq_web::demo::demo_backend;
+pub use web::PASSWORD_ENV;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -120,14 +125,20 @@ pub async fn run(cli: Cli) -> u8 {
         report(&mut stderr, &f);
         return f.code();
     }
-    let config = RedisConfig::default()
-        .with_connection_timeout(Duration::from_secs(5))
-        .with_response_timeout(Duration::from_secs(30))
-        .with_reconnect_retries(1);
-    let backend = match RedisBackend::connect_with(&cli.url, config).await {
-        Ok(b) => Arc::new(b) as Arc<dyn QueueBackend>,
-        Err(e) => {
-            let f = backend_failure(e, &url);
+    // The dashboard connects by itself, or not at all (--demo).
+    if let Command::Web(args) = cli.command {
+        let mut stdout = std::io::stdout();
+        return match web::run(args, &cli.url, &url, &mut stdout, &mut stderr).await {
+            Ok(()) => EXIT_OK,
+            Err(f) => {
+                report(&mut stderr, &f);
+                f.code()
+            }
+        };
+    }
+    let backend = match connect(&cli.url, &url).await {
+        Ok(backend) => backend,
+        Err(f) => {
             report(&mut stderr, &f);
             return f.code();
         }
@@ -155,6 +166,18 @@ pub async fn run(cli: Cli) -> u8 {
             report(&mut stderr, &f);
             f.code()
         }
+    }
+}
+
+/// Connects to the Redis server of `url` (`redacted`: the same without its password).
+pub(crate) async fn connect(url: &str, redacted: &str) -> Result<Arc<dyn QueueBackend>, Failure> {
+    let config = RedisConfig::default()
+        .with_connection_timeout(Duration::from_secs(5))
+        .with_response_timeout(Duration::from_secs(30))
+        .with_reconnect_retries(1);
+    match RedisBackend::connect_with(url, config).await {
+        Ok(b) => Ok(Arc::new(b)),
+        Err(e) => Err(backend_failure(e, redacted)),
     }
 }
 

@@ -269,8 +269,8 @@ fn demo_counts(k: usize) -> (usize, usize) {
 }
 
 /// Records outcome counters as a consumer does: every minute of the last hour and every
-/// fourth minute before that, jobs pushed, taken and acked, or retried and then deleted
-/// (so that only the counters stay).
+/// fourth minute before that (with four minutes' worth), jobs pushed, taken and acked,
+/// or retried and then deleted (so that only the counters stay).
 async fn seed_counters(
     backend: &dyn QueueBackend,
     q: &QueueName,
@@ -283,6 +283,13 @@ async fn seed_counters(
     for k in (0..1440).rev().filter(|k| *k < 60 || k % 4 == 0) {
         let at = now - 60.0 * k as f64;
         let (processed, failed) = demo_counts(k);
+        // A sampled minute stands for the four around it, so that the 24-hour chart
+        // keeps one rhythm.
+        let (processed, failed) = if k < 60 {
+            (processed, failed)
+        } else {
+            (processed * 4, failed * 4)
+        };
         let jobs: Vec<EncodedJob> = (0..processed)
             .map(|i| encoded(&format!("counted-{k}-{i}"), &b"{}"[..], at))
             .collect();
