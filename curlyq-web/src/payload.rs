@@ -54,16 +54,12 @@ pub(crate) fn view(data: &[u8], limit: usize) -> Shown {
     let head = &data[..total.min(limit)];
     let whole = head.len() == total;
     if whole {
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(head) {
-            if let Ok(pretty) = serde_json::to_string_pretty(&value) {
-                if pretty.len() <= total.saturating_mul(PRETTY_GROWTH).max(64) {
-                    return Shown {
-                        view: View::Json(pretty),
-                        shown: total,
-                        total,
-                    };
-                }
-            }
+        if let Some(pretty) = pretty_json(head, total.saturating_mul(PRETTY_GROWTH).max(64)) {
+            return Shown {
+                view: View::Json(pretty),
+                shown: total,
+                total,
+            };
         }
     }
     let text = if whole {
@@ -84,6 +80,77 @@ pub(crate) fn view(data: &[u8], limit: usize) -> Shown {
         shown: dumped.len(),
         total,
     }
+}
+
+/// `bytes` re-indented with two spaces when they are one JSON value (checked by
+/// serde_json), keeping the keys in their order and every number and string as
+/// written; `None` when they are not JSON or the result would pass `max` bytes.
+fn pretty_json(bytes: &[u8], max: usize) -> Option<String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).ok()?;
+    let src = std::str::from_utf8(bytes).ok()?;
+    let mut out = String::with_capacity(src.len() * 2);
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    // Just after `{` or `[`: the line break waits, in case the container is empty.
+    let mut opened = false;
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    for c in src.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            continue;
+        }
+        if opened {
+            opened = false;
+            if c == '}' || c == ']' {
+                depth = depth.saturating_sub(1);
+                out.push(c);
+                continue;
+            }
+            newline(&mut out, depth);
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                out.push(c);
+                depth += 1;
+                opened = true;
+            }
+            '}' | ']' => {
+                depth = depth.saturating_sub(1);
+                newline(&mut out, depth);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                newline(&mut out, depth);
+            }
+            ':' => out.push_str(": "),
+            other => out.push(other),
+        }
+        if out.len() > max {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 /// The longest UTF-8 prefix of bytes that may have been cut in the middle of a
@@ -142,6 +209,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!shown.is_cut());
+    }
+
+    #[test]
+    fn json_keeps_its_order_and_numbers() {
+        let shown = view(
+            br#" {"b": 1, "a": [ ], "c": {}, "big": 123456789012345678901234567890, "s": "x\"y,{"} "#,
+            1024,
+        );
+        let expected = "{\n  \"b\": 1,\n  \"a\": [],\n  \"c\": {},\n  \"big\": \
+                        123456789012345678901234567890,\n  \"s\": \"x\\\"y,{\"\n}";
+        assert_eq!(shown.view, View::Json(expected.to_owned()));
+        assert_eq!(
+            view(b"[[1,2],[3]]", 64).view,
+            View::Json("[\n  [\n    1,\n    2\n  ],\n  [\n    3\n  ]\n]".into())
+        );
+        assert_eq!(view(b"42", 64).view, View::Json("42".into()));
+        assert!(matches!(view(b"{\"a\":}", 64).view, View::Text(_)));
     }
 
     #[test]

@@ -63,8 +63,22 @@ async fn every_page_shows_the_demo(backend: Arc<dyn QueueBackend>) {
     assert!(overview.contains("paused"));
     assert!(overview.contains("<svg"), "the charts are drawn");
     assert!(overview.contains("data-refresh-src=\"/fragments/overview\""));
-    // A day of counters: the hour's chart is not empty.
-    assert!(!overview.contains("Last hour, per minute — <span class=\"processed\">0 processed"));
+    // A day of counters: both charts count outcomes, and failures among them.
+    for caption in [
+        "Last hour, per minute — ",
+        "Last 24 hours, per 15 minutes — ",
+    ] {
+        let counted = |what: &str| -> u64 {
+            let after = &overview[overview.find(caption).expect(caption)..];
+            let marker = format!("<span class=\"{what}\">");
+            let rest = &after[after.find(&marker).unwrap() + marker.len()..];
+            rest.split(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(
+            counted("processed") > counted("failed") && counted("failed") > 0,
+            "{caption}"
+        );
+    }
 
     let fragment = get(&app, "/fragments/overview")
         .await
@@ -681,6 +695,27 @@ async fn under_a_prefix_every_link_carries_it() {
         .await
         .expect(StatusCode::NOT_FOUND);
     assert!(missing.text().contains("href=\"/admin/q\""));
+    let nowhere = get(&app, "/admin/q/no/such/page")
+        .await
+        .expect(StatusCode::NOT_FOUND);
+    assert!(
+        nowhere.text().contains("href=\"/admin/q\""),
+        "{}",
+        nowhere.text()
+    );
+
+    // Read-only queues are recognised under the prefix too.
+    let guarded = Router::new().nest(
+        "/admin/q",
+        dashboard(store.clone())
+            .read_only_queue(demo::QUEUE)
+            .router(),
+    );
+    Post::new("/admin/q/queues/emails/actions", &t, &[("action", "pause")])
+        .send(&guarded)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    assert!(!store.stats(&queue(), NOW, 0).await.unwrap().paused);
 }
 
 #[tokio::test]
