@@ -14,15 +14,16 @@
 use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use curlyq::admin::{self, JobState, PageRequest, Selection};
-use curlyq::backend::ConsumerId;
-use curlyq::backend::{EncodedJob, KillJob, QueueBackend, QueueName, Registration};
+use curlyq::backend::{QueueBackend, QueueName};
 use curlyq::{Consumer, Job};
 use curlyq_testkit::RedisServer;
 
-type Error = Box<dyn std::error::Error>;
+#[path = "../scale.rs"]
+mod scale;
+use scale::{id, now, summary, Error, Picks};
 
 struct Options {
     jobs: usize,
@@ -57,44 +58,6 @@ fn options() -> Result<Options, Error> {
     Ok(o)
 }
 
-fn now() -> f64 {
-    curlyq::runtime::unix_seconds(SystemTime::now())
-}
-
-fn encoded(id: String, ready: f64) -> EncodedJob {
-    let data = Job::new(vec![b'p'; 100])
-        .with_id(id.clone())
-        .with_ready_at(ready)
-        .encode();
-    EncodedJob { id, data }
-}
-
-/// Pushes `ids` in calls of 1,000, eight calls in flight.
-async fn push_all(b: &dyn QueueBackend, q: &QueueName, ids: Vec<String>) -> Result<(), Error> {
-    let ready = now();
-    let chunks: Vec<Vec<EncodedJob>> = ids
-        .chunks(1000)
-        .map(|c| c.iter().map(|id| encoded(id.clone(), ready)).collect())
-        .collect();
-    for group in chunks.chunks(8) {
-        let pushes = group.iter().map(|jobs| b.push(q, jobs));
-        for result in futures::future::join_all(pushes).await {
-            result?;
-        }
-    }
-    Ok(())
-}
-
-/// p50, p99 and max of `samples` in milliseconds.
-fn summary(mut samples: Vec<Duration>) -> String {
-    samples.sort();
-    let at = |p: f64| {
-        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    format!("{:.2} | {:.2} | {:.2}", at(0.5), at(0.99), at(1.0))
-}
-
 async fn timed<T, F, Fut>(calls: usize, mut f: F) -> Result<Vec<Duration>, Error>
 where
     F: FnMut(usize) -> Fut,
@@ -109,61 +72,15 @@ where
     Ok(out)
 }
 
-/// A small deterministic generator (xorshift) for the IDs looked up.
-struct Picks(u64);
-
-impl Picks {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
-}
-
 async fn run() -> Result<(), Error> {
     let o = options()?;
     let server = RedisServer::start()?;
     let backend: Arc<dyn QueueBackend> = curlyq::connect_redis_rs(&server.url()).await?;
     let b = backend.as_ref();
     let q = QueueName::new("{scale}")?;
-    let id = |prefix: &str, i: usize| format!("{prefix}-{i:07}");
 
     let fill = Instant::now();
-    // The dead jobs first: pushed, taken and killed, 1,000 at a time.
-    let filler = ConsumerId::from_string("filler");
-    b.register(&q, &filler, now(), Registration::Join).await?;
-    push_all(b, &q, (0..o.dead).map(|i| id("dead", i)).collect()).await?;
-    let mut killed = 0;
-    while killed < o.dead {
-        let taken = b.take(&q, &filler, 1000, now()).await?;
-        if taken.is_empty() {
-            break;
-        }
-        let kills: Vec<KillJob> = taken
-            .iter()
-            .map(|t| KillJob {
-                id: t.id.clone(),
-                data: None,
-                reason: "failed for the benchmark".into(),
-            })
-            .collect();
-        killed += kills.len();
-        b.kill(&q, &filler, &kills, now()).await?;
-    }
-    push_all(b, &q, (0..o.jobs).map(|i| id("job", i)).collect()).await?;
-    let later: Vec<_> = (0..10_000)
-        .map(|i| curlyq::backend::ScheduledJob {
-            job: encoded(id("later", i), 0.0),
-            at: 4e9 + i as f64,
-        })
-        .collect();
-    for chunk in later.chunks(1000) {
-        b.schedule(&q, chunk).await?;
-    }
-    let holder = ConsumerId::from_string("holder");
-    b.register(&q, &holder, now(), Registration::Join).await?;
-    let held = b.take(&q, &holder, 100, now()).await?;
+    let held_ids = scale::fill(b, &q, o.jobs, o.dead).await?;
     let fill = fill.elapsed();
     let stats = b.stats(&q, now(), 60).await?;
     println!(
@@ -215,8 +132,7 @@ async fn run() -> Result<(), Error> {
         let s = timed(o.calls, |_| b.jobs(&q, page)).await?;
         println!("| page of 50: {label} | {} |", summary(s));
     }
-    let mut picks = Picks(0x9e37_79b9_7f4a_7c15);
-    let held_ids: Vec<String> = held.iter().map(|t| t.id.clone()).collect();
+    let mut picks = Picks::new();
     let lookups: Vec<String> = (0..o.calls)
         .map(|i| match i % 4 {
             0 => id("job", 100 + picks.below(o.jobs.saturating_sub(100))),
