@@ -661,7 +661,7 @@ impl Browser {
     }
 
     /// Kills chromedriver's process group and any process left that names our directory,
-    /// and waits (bounded) until they are gone.
+    /// and waits (bounded) until they are dead.
     fn stop_processes(&mut self) {
         use rustix::process::{kill_process_group, Pid, Signal};
         let group = Pid::from_child(&self.driver);
@@ -672,7 +672,7 @@ impl Browser {
         {
             let deadline = Instant::now() + EXIT_TIMEOUT;
             loop {
-                let left = processes_naming(self.dir.path());
+                let left = leftovers(self.dir.path(), group.as_raw_pid());
                 if left.is_empty() || Instant::now() >= deadline {
                     break;
                 }
@@ -698,20 +698,36 @@ impl Drop for Browser {
     }
 }
 
-/// The IDs of the live processes whose command line contains `dir` (Linux's `/proc`).
+/// The live processes (Linux's `/proc`) that are in process group `group` or whose command
+/// line contains `dir`. Zombies and processes on their way out (states `Z`, `X`) are dead
+/// already and left out; a process being killed can lose its command line before it
+/// gets there, hence the group test as well.
 #[cfg(target_os = "linux")]
-fn processes_naming(dir: &Path) -> Vec<i32> {
+fn leftovers(dir: &Path, group: i32) -> Vec<i32> {
     let needle = dir.as_os_str().as_encoded_bytes();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let alive_and_ours = |pid: i32| {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp …`, where comm may hold spaces and parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        if matches!(fields.first(), None | Some(&"Z") | Some(&"X")) {
+            return false;
+        }
+        fields.get(2).and_then(|pgrp| pgrp.parse::<i32>().ok()) == Some(group)
+            || std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+    };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            // A zombie's command line is empty: it is dead already.
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
-        })
+        .filter(|&pid| alive_and_ours(pid))
         .collect()
 }
 

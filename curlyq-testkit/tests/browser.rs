@@ -438,8 +438,8 @@ fn processes_naming(dir: &std::path::Path) -> Vec<u32> {
         .collect()
 }
 
-/// Processes (per `/proc`) in process group `group`, but for zombies (dead already,
-/// waiting for init to reap them).
+/// Processes (per `/proc`) in process group `group`, but for those dead already (zombies
+/// waiting for init to reap them, `Z`, and the dying, `X`).
 fn processes_in_group(group: u32) -> Vec<u32> {
     live_processes()
         .into_iter()
@@ -447,7 +447,8 @@ fn processes_in_group(group: u32) -> Vec<u32> {
             // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
             let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
             let fields: Vec<&str> = after.split_whitespace().collect();
-            fields.first() != Some(&"Z") && fields.get(2) == Some(&group.to_string().as_str())
+            !matches!(fields.first(), Some(&"Z") | Some(&"X"))
+                && fields.get(2) == Some(&group.to_string().as_str())
         })
         .map(|(pid, _)| pid)
         .collect()
