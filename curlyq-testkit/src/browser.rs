@@ -98,6 +98,7 @@ const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long dropping a [`Browser`] waits for its killed processes to disappear.
+#[cfg(target_os = "linux")]
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -234,47 +235,35 @@ impl Browser {
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let log_path = dir.path().join("chromedriver.log");
-        let io_error = |source| BrowserError::Io {
-            path: log_path.clone(),
-            source,
-        };
-        let log = File::create(&log_path).map_err(io_error)?;
-        let port = free_port().map_err(|e| launch_error(format!("no free port: {e}"), ""))?;
-        let driver = {
-            use std::os::unix::process::CommandExt;
-            Command::new(&chromedriver)
-                .arg(format!("--port={port}"))
-                // Its own group, which Chromium's processes join: one kill stops them all.
-                .process_group(0)
-                // Chromium's crash handler keeps its database under XDG_CONFIG_HOME: keep it
-                // in the throwaway directory too, away from the user's own.
-                .env("XDG_CONFIG_HOME", dir.path().join("config"))
-                .env("XDG_CACHE_HOME", dir.path().join("cache"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().map_err(io_error)?)
-                .stderr(log)
-                .spawn()
-                .map_err(|e| {
-                    launch_error(format!("could not run {}: {e}", chromedriver.display()), "")
-                })?
-        };
+        let mut port = free_port(&dir)?;
         // From here on, dropping `browser` (on any error below) stops the processes.
         let mut browser = Browser {
             client: None,
-            driver,
+            driver: spawn_driver(&chromedriver, port, dir.path())?,
             dir,
             console: Mutex::new(Vec::new()),
         };
         let deadline = Instant::now() + LAUNCH_TIMEOUT;
-        browser.wait_listening(port, deadline).await?;
+        // Another process may take the free port before chromedriver binds it: try again.
+        let mut attempts = 1;
+        loop {
+            match browser.wait_listening(port, deadline).await {
+                Ok(()) => break,
+                Err(_) if attempts < 3 && browser.driver.try_wait().is_ok_and(|s| s.is_some()) => {
+                    attempts += 1;
+                    port = free_port(&browser.dir)?;
+                    browser.driver = spawn_driver(&chromedriver, port, browser.dir.path())?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
 
         let profile = browser.dir.path().join("profile");
         let (width, height) = DEFAULT_VIEWPORT;
         let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": chromium,
+                "binary": chromium.to_string_lossy(),
                 "args": [
                     "--headless=new",
                     // Chromium's sandbox cannot start as root.
@@ -530,12 +519,22 @@ impl Browser {
     /// Ends the WebDriver session, which closes Chromium, then stops whatever is left as
     /// dropping does. Dropping without `close` is fine too; this is only the gentler way.
     pub async fn close(mut self) -> Result<(), BrowserError> {
-        if let Some(client) = self.client.take() {
-            let action = self.run("end the session", client.close()).await;
-            drop(self);
-            action?;
+        let Some(client) = self.client.take() else {
+            return Ok(());
+        };
+        let ended = tokio::time::timeout(COMMAND_TIMEOUT, client.close()).await;
+        drop(self);
+        match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(command_error("end the session", e)),
+            Err(_) => Err(BrowserError::Command {
+                action: "end the session".to_owned(),
+                source: format!(
+                    "no answer within {COMMAND_TIMEOUT:?} (its processes were killed all the same)"
+                )
+                .into(),
+            }),
         }
-        Ok(())
     }
 
     fn client(&self) -> &Client {
@@ -655,9 +654,7 @@ impl Browser {
     }
 
     fn launch_failed(&self, reason: String) -> BrowserError {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
-        launch_error(reason, &log)
+        launch_error(reason, &driver_log(self.dir.path()))
     }
 
     /// Kills chromedriver's process group and any process left that names our directory,
@@ -685,8 +682,6 @@ impl Browser {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = EXIT_TIMEOUT;
     }
 }
 
@@ -807,8 +802,69 @@ fn find_program(program: &'static str, env: &'static str) -> Result<PathBuf, Bro
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+fn free_port(dir: &tempfile::TempDir) -> Result<u16, BrowserError> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| {
+            let reason = format!("found no free port on 127.0.0.1: {e}");
+            launch_error(reason, &driver_log(dir.path()))
+        })
+}
+
+/// Starts chromedriver on `port` in a process group of its own, its output going to
+/// `dir/chromedriver.log` (emptied first).
+fn spawn_driver(chromedriver: &Path, port: u16, dir: &Path) -> Result<Child, BrowserError> {
+    use std::os::unix::process::CommandExt;
+    let log_path = dir.join("chromedriver.log");
+    let io_error = |source| BrowserError::Io {
+        path: log_path.clone(),
+        source,
+    };
+    let log = File::create(&log_path).map_err(io_error)?;
+    Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        // Its own group, which Chromium's processes join: one kill stops them all.
+        .process_group(0)
+        // Chromium's crash handler keeps its database under XDG_CONFIG_HOME: keep it in
+        // the throwaway directory too, away from the user's own.
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io_error)?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            let reason = format!("could not run {}: {e}", chromedriver.display());
+            launch_error(reason, "")
+        })
+}
+
+/// What chromedriver (and Chromium, through it) printed so far.
+fn driver_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("chromedriver.log")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A program that is nowhere gives `NotInstalled`, whose message says what to install.
+    #[test]
+    fn a_missing_program_is_not_installed() {
+        // An environment variable no one sets, so that the look-up goes on to the PATH.
+        let env = "CURLYQ_TESTKIT_UNSET_PROGRAM_PATH";
+        let error = find_program("curlyq-no-such-program", env).unwrap_err();
+        assert!(error.is_not_installed());
+        let message = error.to_string();
+        assert!(
+            message.contains("apt-get install chromium chromium-driver"),
+            "{message}"
+        );
+        assert!(message.contains(env), "{message}");
+        assert!(
+            message.contains("/usr/bin/curlyq-no-such-program"),
+            "{message}"
+        );
+    }
 }

@@ -412,6 +412,25 @@ async fn drop_leaves_no_process_behind() {
     .await;
 }
 
+/// `close` ends the session and, like dropping, leaves nothing running.
+#[tokio::test]
+async fn close_ends_the_session() {
+    with_browser(|browser, base| async move {
+        browser.goto(&format!("{base}/clean")).await?;
+        let dir = browser.profile_dir().to_owned();
+        let group = browser.driver_pid();
+        browser.close().await?;
+        assert_eq!(processes_naming(&dir), Vec::<u32>::new(), "left running");
+        assert_eq!(
+            processes_in_group(group),
+            Vec::<u32>::new(),
+            "left in the group"
+        );
+        Ok(())
+    })
+    .await;
+}
+
 /// The width and height in a PNG's IHDR chunk; panics if `bytes` is no PNG.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
     assert!(
