@@ -2,6 +2,9 @@
 // docs.rs (`--cfg docsrs`, nightly): badge each feature-gated item with its feature.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(all(feature = "browser", unix))]
+#[cfg_attr(docsrs, doc(cfg(feature = "browser")))]
+pub mod browser;
 pub mod conformance;
 pub mod contract;
 mod faulty;
