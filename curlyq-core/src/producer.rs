@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use tracing::{field, info_span, Instrument, Span};
 
 use crate::backend::{EncodedJob, QueueBackend, QueueName, ScheduledJob};
-use crate::error::{ConfigError, ProduceError};
+use crate::error::{BackendError, ConfigError, ProduceError};
 use crate::job::Job;
 use crate::runtime::{unix_seconds, Runtime};
 use crate::telemetry::ProducerMetrics;
@@ -203,14 +203,13 @@ impl Producer {
         let pushed = if encoded.is_empty() {
             Vec::new()
         } else {
-            let created = self
-                .backend
-                .push(&self.queue, &encoded)
-                .await
-                .map_err(|source| ProduceError::Backend {
-                    ids: encoded.iter().map(|j| j.id.clone()).collect(),
-                    source,
-                })?;
+            let created =
+                self.store(&encoded, span)
+                    .await
+                    .map_err(|source| ProduceError::Backend {
+                        ids: encoded.iter().map(|j| j.id.clone()).collect(),
+                        source,
+                    })?;
             self.sent(created.iter().filter(|new| **new).count(), false);
             outcomes(encoded, created)?
         };
@@ -226,6 +225,42 @@ impl Producer {
                 })
             })
             .collect())
+    }
+
+    /// Pushes `jobs`; with the `opentelemetry` feature, with the trace context of `span`.
+    async fn store(&self, jobs: &[EncodedJob], span: &Span) -> Result<Vec<bool>, BackendError> {
+        #[cfg(feature = "opentelemetry")]
+        {
+            let trace = crate::telemetry::trace_of(span);
+            self.backend
+                .push_traced(&self.queue, jobs, trace.as_deref())
+                .await
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        {
+            let _ = span;
+            self.backend.push(&self.queue, jobs).await
+        }
+    }
+
+    /// Schedules `jobs`, as [`store`](Self::store) pushes.
+    async fn store_scheduled(
+        &self,
+        jobs: &[ScheduledJob],
+        span: &Span,
+    ) -> Result<Vec<bool>, BackendError> {
+        #[cfg(feature = "opentelemetry")]
+        {
+            let trace = crate::telemetry::trace_of(span);
+            self.backend
+                .schedule_traced(&self.queue, jobs, trace.as_deref())
+                .await
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        {
+            let _ = span;
+            self.backend.schedule(&self.queue, jobs).await
+        }
     }
 
     fn check_payload(&self, job: Job) -> Result<Job, ProduceError> {
@@ -282,13 +317,12 @@ impl Producer {
             });
         }
         let created = self
-            .backend
-            .schedule(
-                &self.queue,
+            .store_scheduled(
                 &[ScheduledJob {
                     job: job.clone(),
                     at,
                 }],
+                span,
             )
             .await
             .map_err(|source| ProduceError::Backend {

@@ -45,6 +45,28 @@
 //! There is no `messaging.consumer.group.name`: every consumer of a queue takes from one
 //! list, so a queue has no groups.
 //!
+//! **Trace context across the queue** (feature `opentelemetry`, off by default): the
+//! producer writes its `send` span's context, through the globally configured
+//! [`TextMapPropagator`](opentelemetry::propagation::TextMapPropagator) (set one, such as
+//! `opentelemetry_sdk`'s `TraceContextPropagator`, with
+//! `opentelemetry::global::set_text_map_propagator`), as a JSON object of headers
+//! (`traceparent`, `tracestate`) into `Q:trace` beside each new job, in the same atomic
+//! step as the push ([`QueueBackend::push_traced`](crate::QueueBackend::push_traced)).
+//! The consumer reads it in the same script as the take
+//! ([`QueueBackend::take_traced`](crate::QueueBackend::take_traced): one more hash read
+//! per take, only with the feature) and makes it the parent of the run's `process` span,
+//! so that tracing-opentelemetry exports the run as a child of the push. The context is
+//! not in the job's encoding (Go CurlyQ drops keys it does not know when it rewrites a
+//! job), and Go CurlyQ never reads `Q:trace`.
+//!
+//! The field lives as long as the job: kept through retries, death and a retry from the
+//! dead set (so a revived job still joins its trace), deleted by the ack, the dead set's
+//! trimming, and the admin delete and purge. A Go CurlyQ consumer acking a traced job
+//! deletes the data only; its field is then a leftover that the custodian's dead-set
+//! trim sweeps as it sweeps last errors (at most [`ERRORS_SWEEP`](crate::ERRORS_SWEEP)
+//! fields examined per sweep and consumer, nothing while there are no more fields than
+//! the dead set's bound), and a traced push that reuses the ID overwrites or clears it.
+//!
 //! [`Consumer::run`]: crate::Consumer::run
 
 use crate::consumer::HandlerResult;
@@ -239,6 +261,45 @@ impl RunEnd {
         matches!(self, RunEnd::Error | RunEnd::Panic | RunEnd::TimedOut)
     }
 }
+
+/// The trace context of `span` as the globally configured
+/// [`TextMapPropagator`](opentelemetry::propagation::TextMapPropagator) writes it (W3C
+/// `traceparent` / `tracestate` with `TraceContextPropagator`), encoded as a JSON object
+/// for `Q:trace`; `None` when the propagator writes nothing (no OpenTelemetry layer, no
+/// propagator set, or a span that is not sampled in).
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn trace_of(span: &tracing::Span) -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let mut carrier = std::collections::HashMap::<String, String>::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    if carrier.is_empty() {
+        return None;
+    }
+    serde_json::to_string(&carrier).ok()
+}
+
+/// Makes the context encoded in `trace` (by [`trace_of`], as stored in `Q:trace`) the
+/// parent of `span`. A value that is not such an encoding (bad data in Redis) is ignored:
+/// the span keeps its own parent.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn set_parent(span: &tracing::Span, trace: Option<&str>) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let Some(trace) = trace else {
+        return;
+    };
+    let Ok(carrier) = serde_json::from_str::<std::collections::HashMap<String, String>>(trace)
+    else {
+        tracing::debug!("curlyq ignored a trace context that is not a JSON object of strings");
+        return;
+    };
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(cx);
+}
+
+/// Without the `opentelemetry` feature there is no context to set.
+#[cfg(not(feature = "opentelemetry"))]
+pub(crate) fn set_parent(_: &tracing::Span, _: Option<&str>) {}
 
 #[cfg(feature = "metrics")]
 pub(crate) use imp::{ConsumerMetrics, ProducerMetrics};

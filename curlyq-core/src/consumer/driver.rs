@@ -254,7 +254,8 @@ impl Driver {
                 consumer,
                 started,
                 timeout,
-            } => self.start_handler(run, job, consumer, started, timeout),
+                trace,
+            } => self.start_handler(run, job, consumer, started, timeout, trace.as_deref()),
             Command::SignalCancel { run, reason } => {
                 if let Some(running) = self.handlers.get_mut(&run) {
                     running.signalled = Some(reason);
@@ -291,6 +292,15 @@ impl Driver {
             return;
         }
         let (backend, queue) = (self.backend.clone(), self.queue.clone());
+        // With traces on, takes read each job's trace context too.
+        #[cfg(feature = "opentelemetry")]
+        if let BackendCall::Take { consumer, max, now } = call {
+            self.calls.push(Box::pin(async move {
+                let taken = backend.take_traced(&queue, &consumer, max, now).await;
+                (id, taken.map(Reply::Taken))
+            }));
+            return;
+        }
         self.calls.push(Box::pin(async move {
             (id, call.execute(&*backend, &queue).await)
         }));
@@ -303,6 +313,7 @@ impl Driver {
         consumer: ConsumerId,
         started: SystemTime,
         timeout: Option<Duration>,
+        trace: Option<&str>,
     ) {
         let span = info_span!(
             "process",
@@ -321,6 +332,7 @@ impl Driver {
             error.type = field::Empty,
             otel.status_code = field::Empty,
         );
+        crate::telemetry::set_parent(&span, trace);
         let latency = job.ready_at().map(|at| unix_seconds(started) - at);
         self.metrics.started(latency);
         let (handle, registration) = AbortHandle::new_pair();
