@@ -31,6 +31,8 @@ pub(crate) struct Target {
     pub(crate) endpoint: Option<Endpoint>,
     /// Whether the server is ours (started here, stopped on drop).
     pub(crate) own: bool,
+    /// Consumer processes record curlyq's metrics (`--metrics`).
+    pub(crate) metrics: bool,
     connection: redis::Connection,
     // Declared last: dropped (and so stopped) after the connection.
     _server: Option<RedisServer>,
@@ -75,6 +77,7 @@ impl Target {
             url,
             endpoint,
             own: server.is_some(),
+            metrics: false,
             connection,
             _server: server,
         })

@@ -28,6 +28,10 @@ options:
   --only PATTERN     measure only the lines whose label contains PATTERN (ignoring
                      case), e.g. --only 'concurrency 128' or --only enqueue; for A/B
                      work on a few lines
+  --metrics          the consumer processes install a Prometheus recorder
+                     (metrics-exporter-prometheus), so that every job is counted and
+                     timed as in an application that exports curlyq's metrics: run
+                     with and without it to measure what the metrics cost
   -h, --help         this text";
 
 /// A curlyq backend under test.
@@ -92,6 +96,8 @@ pub(crate) struct BenchOptions {
     pub(crate) plan: Plan,
     /// The arguments as given, for the report.
     pub(crate) args: Vec<String>,
+    /// `--metrics`: consumer processes record curlyq's metrics.
+    pub(crate) metrics: bool,
 }
 
 /// The counts and durations of every measurement, all derived from `--jobs` and
@@ -251,6 +257,8 @@ pub(crate) struct ConsumeOptions {
     pub(crate) timeout: Duration,
     /// The runtime the consumer runs on.
     pub(crate) runtime: Runtime,
+    /// Install a Prometheus recorder before the consumer starts.
+    pub(crate) metrics: bool,
 }
 
 impl ConsumeOptions {
@@ -274,6 +282,8 @@ impl ConsumeOptions {
             self.timeout.as_millis().to_string(),
             "--runtime".into(),
             self.runtime.name().into(),
+            "--metrics".into(),
+            if self.metrics { "on" } else { "off" }.into(),
         ]
     }
 }
@@ -290,6 +300,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
     let mut out = Some(PathBuf::from("BENCHMARKS.md"));
     let mut quick = false;
     let mut only = None;
+    let mut metrics = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -299,6 +310,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--quick" => quick = true,
+            "--metrics" => metrics = true,
             "--redis" => redis = Some(value()?.clone()),
             "--backend" => {
                 backends = match value()?.as_str() {
@@ -338,6 +350,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
         out,
         plan,
         args: args.to_vec(),
+        metrics,
     })))
 }
 
@@ -351,6 +364,7 @@ fn parse_consume(args: &[String]) -> Result<ConsumeOptions> {
         expect: 0,
         timeout: Duration::from_secs(60),
         runtime: Runtime::MultiThread,
+        metrics: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -366,6 +380,17 @@ fn parse_consume(args: &[String]) -> Result<ConsumeOptions> {
             "--expect" => options.expect = number(flag, value)? as u64,
             "--timeout-ms" => options.timeout = Duration::from_millis(number(flag, value)? as u64),
             "--runtime" => options.runtime = Runtime::parse(value)?,
+            "--metrics" => {
+                options.metrics = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => {
+                        return Err(BenchError::new(format!(
+                            "--metrics {other:?} (expected on or off)"
+                        )))
+                    }
+                }
+            }
             other => return Err(BenchError::new(format!("unknown option {other:?}"))),
         }
     }
@@ -460,6 +485,11 @@ mod tests {
         assert_eq!((o.runs, o.plan.jobs, o.out), (1, 500, None));
         assert_eq!(o.backends, vec![Backend::Fred]);
         assert_eq!(o.redis.as_deref(), Some("redis://x"));
+        assert!(!o.metrics);
+        let Ok(Command::Bench(with)) = parse(&args(&["--quick", "--metrics"])) else {
+            panic!("--metrics refused");
+        };
+        assert!(with.metrics);
         assert!(parse(&args(&["--runs", "0"])).is_err());
         assert!(parse(&args(&["--jobs"])).is_err());
         assert!(parse(&args(&["--backend", "go"])).is_err());
@@ -477,6 +507,7 @@ mod tests {
             expect: 1234,
             timeout: Duration::from_millis(5678),
             runtime: Runtime::CurrentThread,
+            metrics: true,
         };
         assert_eq!(parse(&options.to_args()), Ok(Command::Consume(options)));
         assert!(parse(&args(&["consume", "--queue", "q"])).is_err());

@@ -188,6 +188,29 @@ pub(crate) async fn run(options: ConsumeOptions) -> Result<()> {
 }
 
 async fn consume(options: &ConsumeOptions) -> Result<ConsumeReport> {
+    // Before the consumer is built: its metric handles come from the recorder installed
+    // when it starts.
+    let exporter = if options.metrics {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| BenchError::new(format!("installing the Prometheus recorder: {e}")))?;
+        Some(handle)
+    } else {
+        None
+    };
+    let report = consume_jobs(options).await;
+    if let Some(handle) = exporter {
+        // Once, after the drain (outside its timing), as a scrape would.
+        if !handle.render().contains(curlyq::telemetry::SYSTEM) {
+            return Err(BenchError::new(
+                "the Prometheus recorder saw no curlyq metric",
+            ));
+        }
+    }
+    report
+}
+
+async fn consume_jobs(options: &ConsumeOptions) -> Result<ConsumeReport> {
     let backend = connect(options.backend, &options.redis).await?;
     let consumer = Consumer::builder(options.queue.clone())
         .concurrency(options.concurrency)

@@ -58,6 +58,7 @@ pub(crate) async fn run(options: BenchOptions) -> Result<()> {
     let started_at = SystemTime::now();
     let started = Instant::now();
     let mut target = Target::open(options.redis.as_deref())?;
+    target.metrics = options.metrics;
     let version = target.version()?;
     let mut machine = Machine::probe(version, target.own);
     eprintln!(
@@ -430,6 +431,7 @@ fn consumer(
         expect,
         timeout: limit,
         runtime,
+        metrics: target.metrics,
     })
 }
 

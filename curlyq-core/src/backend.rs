@@ -138,6 +138,25 @@ pub struct TakenJob {
     pub id: String,
     /// The stored encoding, if any.
     pub data: Option<Vec<u8>>,
+    /// The trace context its producer stored with it (`Q:trace`), when the take asked
+    /// for it ([`QueueBackend::take_traced`]); `None` otherwise.
+    pub trace: Option<String>,
+}
+
+impl TakenJob {
+    /// A taken job without a trace context.
+    ///
+    /// ```
+    /// let job = curlyq_core::TakenJob::new("a", Some(b"x".to_vec()));
+    /// assert_eq!((job.id.as_str(), job.trace), ("a", None));
+    /// ```
+    pub fn new(id: impl Into<String>, data: Option<Vec<u8>>) -> Self {
+        TakenJob {
+            id: id.into(),
+            data,
+            trace: None,
+        }
+    }
 }
 
 impl fmt::Debug for TakenJob {
@@ -145,6 +164,7 @@ impl fmt::Debug for TakenJob {
         f.debug_struct("TakenJob")
             .field("id", &self.id)
             .field("len", &self.data.as_ref().map(Vec::len))
+            .field("trace", &self.trace)
             .finish()
     }
 }
@@ -404,6 +424,82 @@ pub trait QueueBackend: Send + Sync + 'static {
         now: f64,
     ) -> Result<TakeReport, BackendError> {
         Ok(self.take(queue, consumer, max, now).await?.into())
+    }
+
+    /// [`push`](Self::push), storing `trace` (an encoded trace context, opaque to the
+    /// backend: the producer's W3C `traceparent` / `tracestate`, feature `opentelemetry`)
+    /// for each new job, in the same atomic step, in `Q:trace` (field = job ID).
+    ///
+    /// # Behavior
+    /// - Pushes exactly as [`push`](Self::push) does, with the same reply.
+    /// - Each new job's trace field is set to `trace`, or removed when `trace` is `None`
+    ///   (a field a Go CurlyQ ack left behind for a reused ID must not pass for this
+    ///   job's); a job that already existed is left untouched, its trace included.
+    /// - The field stays while the job is scheduled, active, in flight, retried or dead;
+    ///   [`ack`](Self::ack), [`trim_dead`](Self::trim_dead),
+    ///   [`delete_jobs`](Self::delete_jobs) and [`purge`](Self::purge) remove it with the
+    ///   job.
+    /// - The provided implementation drops `trace` and calls [`push`](Self::push).
+    ///
+    /// ```
+    /// use curlyq_core::{ConsumerId, EncodedJob, MemoryBackend, QueueBackend, QueueName, Registration};
+    /// # futures::executor::block_on(async {
+    /// let backend = MemoryBackend::new();
+    /// let queue = QueueName::new("emails")?;
+    /// let job = EncodedJob { id: "a".into(), data: b"x".to_vec() };
+    /// backend.push_traced(&queue, &[job], Some("{\"traceparent\":\"...\"}")).await?;
+    /// let consumer = ConsumerId::from_string("c1");
+    /// backend.register(&queue, &consumer, 1.0, Registration::Join).await?;
+    /// let taken = backend.take_traced(&queue, &consumer, 1, 1.0).await?;
+    /// assert_eq!(taken.jobs[0].trace.as_deref(), Some("{\"traceparent\":\"...\"}"));
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    async fn push_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[EncodedJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        let _ = trace;
+        self.push(queue, jobs).await
+    }
+
+    /// [`schedule`](Self::schedule), storing `trace` for each new job as
+    /// [`push_traced`](Self::push_traced) does.
+    ///
+    /// # Behavior
+    /// - Schedules exactly as [`schedule`](Self::schedule) does; the trace field as by
+    ///   [`push_traced`](Self::push_traced).
+    /// - The provided implementation drops `trace` and calls [`schedule`](Self::schedule).
+    async fn schedule_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[ScheduledJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        let _ = trace;
+        self.schedule(queue, jobs).await
+    }
+
+    /// [`take_and_peek`](Self::take_and_peek), and in the same atomic step each taken
+    /// job's trace field ([`TakenJob::trace`]). The consumer takes through this with the
+    /// feature `opentelemetry` (reading the fields costs the take one more hash read per
+    /// chunk), else through [`take_and_peek`](Self::take_and_peek).
+    ///
+    /// # Behavior
+    /// - Takes and peeks exactly as [`take_and_peek`](Self::take_and_peek) does.
+    /// - Each taken job carries the trace stored for its ID, `None` when there is none.
+    /// - The provided implementation calls [`take_and_peek`](Self::take_and_peek) (no
+    ///   traces).
+    async fn take_traced(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        self.take_and_peek(queue, consumer, max, now).await
     }
 
     /// A new dedicated handle for blocking waits on the queue's signal.

@@ -24,6 +24,7 @@ mod options;
 mod producer;
 pub mod runtime;
 mod snapshot;
+pub mod telemetry;
 
 pub use backend::{
     ConsumerId, DeadTrim, DueReport, EncodedJob, KillJob, OrphanReport, OrphanSweep, QueueBackend,

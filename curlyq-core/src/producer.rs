@@ -1,12 +1,15 @@
 //! The producer: pushes jobs now, at a time, or after a delay.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use tracing::{field, info_span, Instrument, Span};
+
 use crate::backend::{EncodedJob, QueueBackend, QueueName, ScheduledJob};
-use crate::error::{ConfigError, ProduceError};
+use crate::error::{BackendError, ConfigError, ProduceError};
 use crate::job::Job;
 use crate::runtime::{unix_seconds, Runtime};
+use crate::telemetry::ProducerMetrics;
 
 /// Pushes jobs onto one queue. Cheap to clone; share it freely.
 ///
@@ -29,6 +32,15 @@ pub struct Producer {
     queue: QueueName,
     clock: Option<Arc<dyn Runtime>>,
     max_payload: usize,
+    /// What every clone shares: the metric handles (made at the first push) and the
+    /// `send` span's name.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    metrics: OnceLock<ProducerMetrics>,
+    /// `send {queue}`.
+    span_name: String,
 }
 
 /// The largest payload ([`Job::data`]) a producer accepts by default: 16 MiB.
@@ -48,11 +60,17 @@ impl Producer {
         backend: Arc<dyn QueueBackend>,
         queue: impl Into<String>,
     ) -> Result<Self, ConfigError> {
+        let queue = QueueName::new(queue)?;
+        let shared = Arc::new(Shared {
+            metrics: OnceLock::new(),
+            span_name: format!("send {queue}"),
+        });
         Ok(Producer {
             backend,
-            queue: QueueName::new(queue)?,
+            queue,
             clock: None,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            shared,
         })
     }
 
@@ -74,6 +92,29 @@ impl Producer {
     /// The queue's name.
     pub fn queue(&self) -> &QueueName {
         &self.queue
+    }
+
+    /// The `send` span of one push; `operation` is `send` or `schedule`.
+    fn span(&self, operation: &'static str) -> Span {
+        info_span!(
+            "send",
+            otel.name = self.shared.span_name.as_str(),
+            otel.kind = "producer",
+            messaging.system = crate::telemetry::SYSTEM,
+            messaging.destination.name = self.queue.as_str(),
+            messaging.operation.type = "send",
+            messaging.operation.name = operation,
+            messaging.message.id = field::Empty,
+            messaging.batch.message_count = field::Empty,
+        )
+    }
+
+    /// Counts `jobs` new jobs stored.
+    fn sent(&self, jobs: usize, scheduled: bool) {
+        self.shared
+            .metrics
+            .get_or_init(|| ProducerMetrics::new(&self.queue))
+            .sent(jobs, scheduled);
     }
 
     fn now(&self) -> SystemTime {
@@ -128,6 +169,15 @@ impl Producer {
         &self,
         jobs: Vec<Job>,
     ) -> Result<Vec<Result<String, ProduceError>>, ProduceError> {
+        let span = self.span("send");
+        self.push_many(jobs, &span).instrument(span.clone()).await
+    }
+
+    async fn push_many(
+        &self,
+        jobs: Vec<Job>,
+        span: &Span,
+    ) -> Result<Vec<Result<String, ProduceError>>, ProduceError> {
         // Oversized jobs are refused here, in place; the others go in one round trip.
         let mut results: Vec<Option<Result<String, ProduceError>>> = Vec::with_capacity(jobs.len());
         let mut encoded = Vec::with_capacity(jobs.len());
@@ -141,17 +191,26 @@ impl Producer {
                 Err(refused) => results.push(Some(Err(refused))),
             }
         }
+        match encoded.as_slice() {
+            [one] => {
+                span.record("messaging.message.id", one.id.as_str());
+            }
+            many if many.len() > 1 => {
+                span.record("messaging.batch.message_count", many.len());
+            }
+            _ => {}
+        }
         let pushed = if encoded.is_empty() {
             Vec::new()
         } else {
-            let created = self
-                .backend
-                .push(&self.queue, &encoded)
-                .await
-                .map_err(|source| ProduceError::Backend {
-                    ids: encoded.iter().map(|j| j.id.clone()).collect(),
-                    source,
-                })?;
+            let created =
+                self.store(&encoded, span)
+                    .await
+                    .map_err(|source| ProduceError::Backend {
+                        ids: encoded.iter().map(|j| j.id.clone()).collect(),
+                        source,
+                    })?;
+            self.sent(created.iter().filter(|new| **new).count(), false);
             outcomes(encoded, created)?
         };
         let mut pushed = pushed.into_iter();
@@ -166,6 +225,42 @@ impl Producer {
                 })
             })
             .collect())
+    }
+
+    /// Pushes `jobs`; with the `opentelemetry` feature, with the trace context of `span`.
+    async fn store(&self, jobs: &[EncodedJob], span: &Span) -> Result<Vec<bool>, BackendError> {
+        #[cfg(feature = "opentelemetry")]
+        {
+            let trace = crate::telemetry::trace_of(span);
+            self.backend
+                .push_traced(&self.queue, jobs, trace.as_deref())
+                .await
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        {
+            let _ = span;
+            self.backend.push(&self.queue, jobs).await
+        }
+    }
+
+    /// Schedules `jobs`, as [`store`](Self::store) pushes.
+    async fn store_scheduled(
+        &self,
+        jobs: &[ScheduledJob],
+        span: &Span,
+    ) -> Result<Vec<bool>, BackendError> {
+        #[cfg(feature = "opentelemetry")]
+        {
+            let trace = crate::telemetry::trace_of(span);
+            self.backend
+                .schedule_traced(&self.queue, jobs, trace.as_deref())
+                .await
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        {
+            let _ = span;
+            self.backend.schedule(&self.queue, jobs).await
+        }
     }
 
     fn check_payload(&self, job: Job) -> Result<Job, ProduceError> {
@@ -204,7 +299,15 @@ impl Producer {
     }
 
     async fn schedule(&self, at: f64, job: Job) -> Result<String, ProduceError> {
+        let span = self.span("schedule");
+        self.schedule_one(at, job, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn schedule_one(&self, at: f64, job: Job, span: &Span) -> Result<String, ProduceError> {
         let job = encode_with_id(self.check_payload(job)?, at);
+        span.record("messaging.message.id", job.id.as_str());
         if !at.is_finite() || at < 0.0 {
             return Err(ProduceError::InvalidTime {
                 id: job.id,
@@ -214,19 +317,19 @@ impl Producer {
             });
         }
         let created = self
-            .backend
-            .schedule(
-                &self.queue,
+            .store_scheduled(
                 &[ScheduledJob {
                     job: job.clone(),
                     at,
                 }],
+                span,
             )
             .await
             .map_err(|source| ProduceError::Backend {
                 ids: vec![job.id.clone()],
                 source,
             })?;
+        self.sent(created.iter().filter(|new| **new).count(), true);
         let mut results = outcomes(vec![job], created)?;
         results.pop().unwrap_or_else(|| {
             Err(ProduceError::Backend {

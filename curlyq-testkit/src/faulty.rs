@@ -391,6 +391,40 @@ impl<B: QueueBackend> QueueBackend for Faulty<B> {
         )
     }
 
+    async fn push_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[EncodedJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        let gate = self.gate(Operation::Push, queue)?;
+        let result = self.inner.push_traced(queue, jobs, trace).await;
+        settle(gate, Operation::Push, result)
+    }
+
+    async fn schedule_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[ScheduledJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        let gate = self.gate(Operation::Schedule, queue)?;
+        let result = self.inner.schedule_traced(queue, jobs, trace).await;
+        settle(gate, Operation::Schedule, result)
+    }
+
+    async fn take_traced(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        let gate = self.gate(Operation::Take, queue)?;
+        let result = self.inner.take_traced(queue, consumer, max, now).await;
+        settle(gate, Operation::Take, result)
+    }
+
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
         let gate = self.gate(Operation::Waiter, queue)?;
         let inner = settle(gate, Operation::Waiter, self.inner.waiter(queue).await)?;

@@ -266,14 +266,8 @@ async fn take_pops_head_and_clears_signal_when_short() {
     assert_eq!(
         taken,
         vec![
-            TakenJob {
-                id: "a".into(),
-                data: Some(b"A".to_vec())
-            },
-            TakenJob {
-                id: "b".into(),
-                data: Some(b"B".to_vec())
-            },
+            TakenJob::new("a", Some(b"A".to_vec())),
+            TakenJob::new("b", Some(b"B".to_vec())),
         ]
     );
     let s = b.snapshot(&q);
@@ -302,18 +296,9 @@ async fn take_returns_none_for_missing_data() {
     assert_eq!(
         taken,
         vec![
-            TakenJob {
-                id: "a".into(),
-                data: None
-            },
-            TakenJob {
-                id: "ghost".into(),
-                data: None
-            },
-            TakenJob {
-                id: "poison".into(),
-                data: Some(vec![0xc1])
-            },
+            TakenJob::new("a", None),
+            TakenJob::new("ghost", None),
+            TakenJob::new("poison", Some(vec![0xc1])),
         ]
     );
     assert_eq!(

@@ -103,6 +103,13 @@ pub mod admin {
     pub use curlyq_core::admin::*;
 }
 
+/// Metrics and traces following OpenTelemetry's messaging conventions: the metric and
+/// label names, and (feature `metrics`) `record_queue_stats` for the queue gauges; see
+/// the module for the table of metrics and spans.
+pub mod telemetry {
+    pub use curlyq_core::telemetry::*;
+}
+
 /// The async runtimes a [`Consumer`] runs on: [`Runtime`](runtime::Runtime) and its
 /// implementations (`TokioRuntime` with the `tokio` feature, `AsyncIoRuntime` with
 /// `async-std` or `smol`).

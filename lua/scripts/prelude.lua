@@ -57,6 +57,16 @@ local function curlyq_bytes_less(a, b)
   return #a < #b
 end
 
+-- Sets job `id`'s field in the trace hash `key` to `trace`, or removes it when `trace` is
+-- the empty string.
+local function curlyq_set_trace(key, id, trace)
+  if trace == '' then
+    redis.call('HDEL', key, id)
+  else
+    redis.call('HSET', key, id, trace)
+  end
+end
+
 -- Adds n to each of `fields` in the totals hash `total` and in the per-minute hash
 -- `minute`, which then expires `ttl` seconds later. Writes nothing when n is 0.
 local function curlyq_count(total, minute, ttl, n, fields)

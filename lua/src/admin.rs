@@ -462,7 +462,20 @@ fn placement_keys(keys: &Keys) -> [&str; 8] {
 pub fn delete_calls(keys: &Keys, ids: &[String], members: &[Vec<u8>]) -> Vec<ScriptCall> {
     ids.chunks(MAX_BATCH)
         .map(|chunk| {
-            let mut call = ScriptCall::new(ScriptId::AdminDelete, &placement_keys(keys));
+            let [data, active, scheduled, dead, reasons, errors, orphaned, consumers] =
+                placement_keys(keys);
+            let declared = [
+                data,
+                active,
+                scheduled,
+                dead,
+                reasons,
+                errors,
+                orphaned,
+                consumers,
+                &keys.trace,
+            ];
+            let mut call = ScriptCall::new(ScriptId::AdminDelete, &declared);
             for id in chunk {
                 call.arg(id);
             }
@@ -531,6 +544,7 @@ pub fn purge_call(
             &keys.reasons,
             &keys.errors,
             &keys.orphaned,
+            &keys.trace,
         ],
     );
     call.arg(mode).num(max.min(MAX_BATCH));

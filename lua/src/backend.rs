@@ -248,7 +248,8 @@ impl<T: Transport> ScriptBackend<T> {
         }
     }
 
-    /// `take`, and with `peek` the scheduled set's earliest score in the same script.
+    /// `take`, and with `peek` the scheduled set's earliest score in the same script,
+    /// with `traced` the jobs' trace contexts.
     async fn take_from(
         &self,
         queue: &QueueName,
@@ -256,12 +257,13 @@ impl<T: Transport> ScriptBackend<T> {
         max: usize,
         now: f64,
         peek: bool,
+        traced: bool,
     ) -> Result<TakeReport, BackendError> {
         let keys = Keys::new(queue.as_str());
         let inflight = keys.inflight(consumer.as_str());
-        let take = calls::take_calls(&keys, &inflight, max, peek);
+        let take = calls::take_calls(&keys, &inflight, max, peek, traced);
         let replies = self.run(&take, Some((queue, consumer))).await?;
-        let taken = calls::parse_take(&replies, peek)?;
+        let taken = calls::parse_take(&replies, peek, traced)?;
         if !taken.not_utf8.is_empty() {
             self.kill_not_utf8(&keys, &inflight, &taken.not_utf8, now)
                 .await;
@@ -374,6 +376,38 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
             .await
     }
 
+    async fn push_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[EncodedJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let calls = calls::push_traced_calls(&keys, jobs, trace);
+        self.flags("push", Ok(calls), jobs.len()).await
+    }
+
+    async fn schedule_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[ScheduledJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let calls = calls::schedule_traced_calls(&keys, jobs, trace);
+        self.flags("schedule", calls, jobs.len()).await
+    }
+
+    async fn take_traced(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        self.take_from(queue, consumer, max, now, true, true).await
+    }
+
     async fn register(
         &self,
         queue: &QueueName,
@@ -407,7 +441,10 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         max: usize,
         now: f64,
     ) -> Result<Vec<TakenJob>, BackendError> {
-        Ok(self.take_from(queue, consumer, max, now, false).await?.jobs)
+        Ok(self
+            .take_from(queue, consumer, max, now, false, false)
+            .await?
+            .jobs)
     }
 
     async fn take_and_peek(
@@ -417,7 +454,7 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         max: usize,
         now: f64,
     ) -> Result<TakeReport, BackendError> {
-        self.take_from(queue, consumer, max, now, true).await
+        self.take_from(queue, consumer, max, now, true, false).await
     }
 
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {

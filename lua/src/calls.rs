@@ -420,10 +420,34 @@ pub fn parse_one_flag(op: &str, replies: &[Reply]) -> Result<bool, BackendError>
 
 /// The calls of `push` (none for no jobs); parse with [`parse_flags`].
 pub fn push_calls(keys: &Keys, jobs: &[EncodedJob]) -> Vec<ScriptCall> {
+    push_calls_with(keys, jobs, None)
+}
+
+/// The calls of `push` with the trace key: each new job's `Q:trace` field is set to
+/// `trace` (removed for `None`). Parse with [`parse_flags`].
+pub fn push_traced_calls(keys: &Keys, jobs: &[EncodedJob], trace: Option<&str>) -> Vec<ScriptCall> {
+    push_calls_with(keys, jobs, Some(trace))
+}
+
+/// The script's optional trace key and first argument: nothing without `trace`, else
+/// the key and the context (`""` for none).
+fn with_trace(call: &mut ScriptCall, keys: &Keys, trace: Option<Option<&str>>) {
+    if let Some(trace) = trace {
+        call.keys.push(keys.trace.clone().into_bytes());
+        call.arg(trace.unwrap_or(""));
+    }
+}
+
+fn push_calls_with(
+    keys: &Keys,
+    jobs: &[EncodedJob],
+    trace: Option<Option<&str>>,
+) -> Vec<ScriptCall> {
     jobs.chunks(MAX_BATCH)
         .map(|chunk| {
             let mut call =
                 ScriptCall::new(ScriptId::Push, &[&keys.data, &keys.active, &keys.signal]);
+            with_trace(&mut call, keys, trace);
             for job in chunk {
                 call.arg(&job.id).arg(&job.data);
             }
@@ -434,12 +458,30 @@ pub fn push_calls(keys: &Keys, jobs: &[EncodedJob]) -> Vec<ScriptCall> {
 
 /// The calls of `schedule` (none for no jobs); parse with [`parse_flags`].
 pub fn schedule_calls(keys: &Keys, jobs: &[ScheduledJob]) -> Result<Vec<ScriptCall>, BackendError> {
+    schedule_calls_with(keys, jobs, None)
+}
+
+/// The calls of `schedule` with the trace key, as [`push_traced_calls`].
+pub fn schedule_traced_calls(
+    keys: &Keys,
+    jobs: &[ScheduledJob],
+    trace: Option<&str>,
+) -> Result<Vec<ScriptCall>, BackendError> {
+    schedule_calls_with(keys, jobs, Some(trace))
+}
+
+fn schedule_calls_with(
+    keys: &Keys,
+    jobs: &[ScheduledJob],
+    trace: Option<Option<&str>>,
+) -> Result<Vec<ScriptCall>, BackendError> {
     jobs.chunks(MAX_BATCH)
         .map(|chunk| {
             let mut call = ScriptCall::new(
                 ScriptId::Schedule,
                 &[&keys.data, &keys.scheduled, &keys.signal],
             );
+            with_trace(&mut call, keys, trace);
             for job in chunk {
                 call.arg(&job.job.id)
                     .arg(score("schedule time", job.at)?)
@@ -511,9 +553,16 @@ pub fn parse_enqueue_due(replies: &[Reply]) -> Result<DueReport, BackendError> {
 }
 
 /// The calls of `take` by the consumer of in-flight key `inflight` (one per budget);
-/// with `peek`, the last one also reads the scheduled set's earliest score. Parse with
-/// [`parse_take`] (given the same `peek`).
-pub fn take_calls(keys: &Keys, inflight: &str, max: usize, peek: bool) -> Vec<ScriptCall> {
+/// with `peek`, the last one also reads the scheduled set's earliest score; with `traced`,
+/// each one reads the taken jobs' `Q:trace` fields. Parse with [`parse_take`] (given the
+/// same `peek` and `traced`).
+pub fn take_calls(
+    keys: &Keys,
+    inflight: &str,
+    max: usize,
+    peek: bool,
+    traced: bool,
+) -> Vec<ScriptCall> {
     let budgets = budgets(max);
     let last = budgets.len() - 1;
     budgets
@@ -531,8 +580,14 @@ pub fn take_calls(keys: &Keys, inflight: &str, max: usize, peek: bool) -> Vec<Sc
             if peek && i == last {
                 declared.push(&keys.scheduled);
             }
+            if traced {
+                declared.push(&keys.trace);
+            }
             let mut call = ScriptCall::new(ScriptId::Take, &declared);
             call.num(budget);
+            if traced {
+                call.arg("trace");
+            }
             call
         })
         .collect()
@@ -549,9 +604,11 @@ pub struct Taken {
     pub scheduled: ScheduledPeek,
 }
 
-/// The `{id1, data1, ...}` replies of `take` (the last one ending with the earliest
-/// scheduled score when the calls were made with `peek`).
-pub fn parse_take(replies: &[Reply], peek: bool) -> Result<Taken, BackendError> {
+/// The `{id1, data1, ...}` replies of `take` (`{id1, data1, trace1, ...}` when made with
+/// `traced`; the last one ending with the earliest scheduled score when made with
+/// `peek`).
+pub fn parse_take(replies: &[Reply], peek: bool, traced: bool) -> Result<Taken, BackendError> {
+    let width = if traced { 3 } else { 2 };
     let mut taken = Taken::default();
     let last = replies.len().saturating_sub(1);
     for (i, reply) in replies.iter().enumerate() {
@@ -563,18 +620,26 @@ pub fn parse_take(replies: &[Reply], peek: bool) -> Result<Taken, BackendError> 
             taken.scheduled = optional_score("take", score)?.into();
             items = rest;
         }
-        if items.len() % 2 != 0 {
-            return Err(invalid("take: an odd number of elements"));
+        if items.len() % width != 0 {
+            return Err(invalid("take: a partial job in the reply"));
         }
-        for pair in items.chunks_exact(2) {
-            let [id, data] = pair else {
-                return Err(invalid("take: an odd number of elements"));
+        for job in items.chunks_exact(width) {
+            let (id, data, trace) = match job {
+                [id, data] => (id, data, None),
+                [id, data, trace] => (id, data, Some(trace)),
+                _ => return Err(invalid("take: a partial job in the reply")),
             };
             let id = optional_bytes("take", id)?.ok_or_else(|| invalid("take: a nil job ID"))?;
+            // A trace field that is not text is no context: the job runs without one.
+            let trace = match trace {
+                Some(t) => optional_bytes("take", t)?.and_then(|b| String::from_utf8(b).ok()),
+                None => None,
+            };
             match String::from_utf8(id) {
                 Ok(id) => taken.jobs.push(TakenJob {
                     id,
                     data: optional_bytes("take", data)?,
+                    trace,
                 }),
                 Err(e) => taken.not_utf8.push(e.into_bytes()),
             }
@@ -626,6 +691,7 @@ pub fn ack_calls(keys: &Keys, inflight: &str, ids: &[String], now: f64) -> Vec<S
                     &keys.errors,
                     &counts,
                     &minute,
+                    &keys.trace,
                 ],
             );
             call.num(COUNTER_TTL_SECONDS);
@@ -764,6 +830,8 @@ pub fn trim_dead_calls(keys: &Keys, trim: DeadTrim) -> Result<Vec<ScriptCall>, B
                     &keys.orphaned,
                     &keys.errors,
                     &keys.errors_cursor,
+                    &keys.trace,
+                    &keys.trace_cursor,
                 ],
             );
             let sweep = if i == last { ERRORS_SWEEP } else { 0 };
@@ -1041,7 +1109,7 @@ mod tests {
                 })
                 .unwrap_or_default()
         };
-        let calls = take_calls(&keys, "{q}:inflight:c", MAX_BATCH + 1, true);
+        let calls = take_calls(&keys, "{q}:inflight:c", MAX_BATCH + 1, true, false);
         let plain = [
             "{q}:active",
             "{q}:inflight:c",
@@ -1055,7 +1123,7 @@ mod tests {
         peeking.push("{q}:scheduled");
         assert_eq!(names(&calls, 1), peeking);
         assert_eq!(
-            names(&take_calls(&keys, "{q}:inflight:c", 1, false), 0),
+            names(&take_calls(&keys, "{q}:inflight:c", 1, false, false), 0),
             plain
         );
     }
@@ -1067,7 +1135,7 @@ mod tests {
         let call = calls.first().cloned();
         let keys_of = call.as_ref().map(|c| c.keys.clone()).unwrap_or_default();
         assert_eq!(
-            keys_of.get(4..).map(<[Vec<u8>]>::to_vec),
+            keys_of.get(4..6).map(<[Vec<u8>]>::to_vec),
             Some(vec![b"{q}:counts".to_vec(), b"{q}:counts:1".to_vec()])
         );
         assert_eq!(
@@ -1089,7 +1157,7 @@ mod tests {
             Reply::Bulk(vec![0xff]),
             Reply::Nil,
         ]);
-        let taken = parse_take(&[reply], false).map_err(|e| e.to_string());
+        let taken = parse_take(&[reply], false, false).map_err(|e| e.to_string());
         let taken = taken.as_ref().map(|t| (t.jobs.len(), t.not_utf8.clone()));
         assert_eq!(taken, Ok((1, vec![vec![0xff]])));
     }
@@ -1103,7 +1171,7 @@ mod tests {
             Reply::Array(items)
         };
         let peeked = |replies: &[Reply]| {
-            parse_take(replies, true)
+            parse_take(replies, true, false)
                 .map(|t| (t.jobs.len(), t.scheduled))
                 .map_err(|e| e.to_string())
         };

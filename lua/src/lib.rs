@@ -411,6 +411,13 @@ pub struct Keys {
     /// `Q:errors:cursor` (new in curlyq): string, the `HSCAN` cursor of a sweep of
     /// `Q:errors` under way.
     pub errors_cursor: String,
+    /// `Q:trace` (new in curlyq): hash, job ID -> the trace context its producer stored
+    /// (a JSON object of W3C trace-context headers), feature `opentelemetry` of the
+    /// producer.
+    pub trace: String,
+    /// `Q:trace:cursor` (new in curlyq): string, the `HSCAN` cursor of a sweep of
+    /// `Q:trace` under way.
+    pub trace_cursor: String,
     /// `Q:paused` (new in curlyq): string `1` while the queue is paused (takes take
     /// nothing).
     pub paused: String,
@@ -434,6 +441,8 @@ impl Keys {
             orphaned: format!("{queue}:orphaned"),
             errors: format!("{queue}:errors"),
             errors_cursor: format!("{queue}:errors:cursor"),
+            trace: format!("{queue}:trace"),
+            trace_cursor: format!("{queue}:trace:cursor"),
             paused: format!("{queue}:paused"),
             counts: format!("{queue}:counts"),
             inflight_prefix: format!("{queue}:inflight:"),

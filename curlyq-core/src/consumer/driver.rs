@@ -14,22 +14,33 @@ use futures::channel::mpsc;
 use futures::future::{AbortHandle, Abortable};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
-use tracing::{info_span, Instrument};
+use tracing::{field, info_span, Instrument};
 
 use crate::backend::{ConsumerId, QueueBackend, QueueName, Waiter};
-use crate::context::{CancelHandle, ContextParts, HandlerRequest, JobContext};
+use crate::context::{CancelHandle, CancelReason, ContextParts, HandlerRequest, JobContext};
 use crate::error::{BackendError, ConsumeError};
 use crate::failure::{classify, Asked};
 use crate::job::Job;
-use crate::runtime::{BoxFuture, Runtime};
+use crate::runtime::{unix_seconds, BoxFuture, Runtime};
+use crate::telemetry::{ConsumerMetrics, RunEnd};
 
 use super::machine::ConsumerCore;
 use super::protocol::{BackendCall, CallId, Command, HandlerResult, Input, Reply, RunId};
-use super::stats::Published;
+use super::stats::{ConsumerStats, Published};
 use super::DynHandler;
 
 type CallFuture = BoxFuture<(CallId, Result<Reply, BackendError>)>;
 type WaitFuture = BoxFuture<(Result<bool, BackendError>, Option<Box<dyn Waiter>>)>;
+
+/// A handler run in progress.
+struct Running {
+    abort: AbortHandle,
+    cancel: CancelHandle,
+    /// When it started (the core's time), for its duration.
+    started: SystemTime,
+    /// Its cancellation signal fired, and why.
+    signalled: Option<CancelReason>,
+}
 
 /// Drives one core until it finishes.
 pub(super) struct Driver {
@@ -42,7 +53,7 @@ pub(super) struct Driver {
     /// The dedicated waiter, while no wait uses it.
     waiter: Option<Box<dyn Waiter>>,
     wait: Option<(CallId, WaitFuture)>,
-    handlers: HashMap<RunId, (AbortHandle, CancelHandle)>,
+    handlers: HashMap<RunId, Running>,
     done_tx: mpsc::UnboundedSender<(RunId, HandlerResult)>,
     done_rx: mpsc::UnboundedReceiver<(RunId, HandlerResult)>,
     /// Requests from running handlers (through their [`JobContext`]).
@@ -50,6 +61,12 @@ pub(super) struct Driver {
     requests_rx: mpsc::UnboundedReceiver<(RunId, HandlerRequest)>,
     /// The core's next timer and the sleep for it.
     timer: Option<(SystemTime, BoxFuture<()>)>,
+    /// The metric handles of this run (nothing without the `metrics` feature).
+    metrics: ConsumerMetrics,
+    /// The core's counters as last turned into metrics.
+    counted: ConsumerStats,
+    /// The `process` span's `otel.name`: `process {queue}`.
+    process_name: String,
 }
 
 impl Driver {
@@ -63,6 +80,9 @@ impl Driver {
         let (done_tx, done_rx) = mpsc::unbounded();
         let (requests_tx, requests_rx) = mpsc::unbounded();
         Driver {
+            metrics: ConsumerMetrics::new(&queue),
+            counted: ConsumerStats::default(),
+            process_name: format!("process {queue}"),
             core,
             backend,
             runtime,
@@ -93,14 +113,14 @@ impl Driver {
         loop {
             while let Some(command) = self.core.poll_command() {
                 if let Some(result) = self.carry_out(command) {
-                    published.set_stats(&base, &self.core.stats());
-                    for (_, (handle, _)) in self.handlers.drain() {
-                        handle.abort();
+                    self.publish(published, &base);
+                    for (_, running) in self.handlers.drain() {
+                        running.abort.abort();
                     }
                     return result;
                 }
             }
-            published.set_stats(&base, &self.core.stats());
+            self.publish(published, &base);
             if current.as_ref() != self.core.consumer_id() {
                 current = self.core.consumer_id().cloned();
                 published.set_current(current.clone());
@@ -162,18 +182,61 @@ impl Driver {
                     inputs.push(Input::HandlerFinished { run, result });
                 }
             }
+            let clock = self.runtime.now();
             for input in &inputs {
-                // A finished run's handle goes (kept, one per job, they would pile up).
-                if let Input::HandlerFinished { run, .. } = input {
-                    self.handlers.remove(run);
-                }
+                self.observe(input, clock);
             }
             // A timer that fired counts as its deadline at least, so that the core sees
             // it due even on a clock a little behind the runtime's timers.
-            let clock = self.runtime.now();
             let now = fired.map_or(clock, |at| at.max(clock));
             self.core.handle_all(now, inputs);
         }
+    }
+
+    /// Publishes the core's counters, and turns the outcomes recorded since the last
+    /// call into metrics.
+    fn publish(&mut self, published: &Published, base: &[u64; 6]) {
+        let stats = self.core.stats();
+        published.set_stats(base, &stats);
+        let seen = &self.counted;
+        if stats != *seen {
+            self.metrics.recorded(
+                stats.succeeded.saturating_sub(seen.succeeded),
+                stats.retried.saturating_sub(seen.retried),
+                stats.killed.saturating_sub(seen.killed),
+            );
+            self.counted = stats;
+        }
+    }
+
+    /// Counts what an input tells before the core gets it: jobs taken, orphans
+    /// requeued, a handler run's end (its handle goes too: kept, one per job, they
+    /// would pile up).
+    fn observe(&mut self, input: &Input, now: SystemTime) {
+        match input {
+            Input::HandlerFinished { run, result } => {
+                if let Some(running) = self.handlers.remove(run) {
+                    let end = RunEnd::of(result, running.signalled);
+                    self.ended(end, &running, now);
+                }
+            }
+            Input::Reply {
+                result: Ok(Reply::Taken(report)),
+                ..
+            } => self.metrics.taken(report.jobs.len()),
+            Input::Reply {
+                result: Ok(Reply::Orphans(report)),
+                ..
+            } => self.metrics.orphans(report.requeued, report.killed),
+            _ => {}
+        }
+    }
+
+    fn ended(&self, end: RunEnd, running: &Running, now: SystemTime) {
+        let took = now
+            .duration_since(running.started)
+            .unwrap_or(Duration::ZERO);
+        self.metrics.ended(end, took);
     }
 
     /// Carries out one command; `Some` when the core finished.
@@ -191,15 +254,19 @@ impl Driver {
                 consumer,
                 started,
                 timeout,
-            } => self.start_handler(run, job, consumer, started, timeout),
+                trace,
+            } => self.start_handler(run, job, consumer, started, timeout, trace.as_deref()),
             Command::SignalCancel { run, reason } => {
-                if let Some((_, cancel)) = self.handlers.get_mut(&run) {
-                    cancel.fire(reason);
+                if let Some(running) = self.handlers.get_mut(&run) {
+                    running.signalled = Some(reason);
+                    running.cancel.fire(reason);
                 }
             }
             Command::CancelHandler { run } => {
-                if let Some((handle, _)) = self.handlers.remove(&run) {
-                    handle.abort();
+                if let Some(running) = self.handlers.remove(&run) {
+                    running.abort.abort();
+                    let end = RunEnd::dropped(running.signalled);
+                    self.ended(end, &running, self.runtime.now());
                 }
             }
             Command::Finished(result) => return Some(result),
@@ -225,6 +292,15 @@ impl Driver {
             return;
         }
         let (backend, queue) = (self.backend.clone(), self.queue.clone());
+        // With traces on, takes read each job's trace context too.
+        #[cfg(feature = "opentelemetry")]
+        if let BackendCall::Take { consumer, max, now } = call {
+            self.calls.push(Box::pin(async move {
+                let taken = backend.take_traced(&queue, &consumer, max, now).await;
+                (id, taken.map(Reply::Taken))
+            }));
+            return;
+        }
         self.calls.push(Box::pin(async move {
             (id, call.execute(&*backend, &queue).await)
         }));
@@ -237,8 +313,28 @@ impl Driver {
         consumer: ConsumerId,
         started: SystemTime,
         timeout: Option<Duration>,
+        trace: Option<&str>,
     ) {
-        let span = info_span!("job", queue = %self.queue, job_id = %job.id, attempt = job.attempt);
+        let span = info_span!(
+            "process",
+            otel.name = self.process_name.as_str(),
+            otel.kind = "consumer",
+            messaging.system = crate::telemetry::SYSTEM,
+            messaging.destination.name = self.queue.as_str(),
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.message.id = job.id.as_str(),
+            messaging.client.id = consumer.as_str(),
+            curlyq.job.attempt = job.attempt,
+            queue = self.queue.as_str(),
+            job_id = job.id.as_str(),
+            attempt = job.attempt,
+            error.type = field::Empty,
+            otel.status_code = field::Empty,
+        );
+        crate::telemetry::set_parent(&span, trace);
+        let latency = job.ready_at().map(|at| unix_seconds(started) - at);
+        self.metrics.started(latency);
         let (handle, registration) = AbortHandle::new_pair();
         let (ctx, cancel) = JobContext::new(ContextParts {
             job_id: job.id.clone(),
@@ -253,12 +349,26 @@ impl Driver {
         let handler = self.handler.clone();
         let done = self.done_tx.clone();
         let task = async move {
+            let watch = ctx.clone();
             let result = run_handler(&handler, job, ctx).await;
+            if let Some(kind) = RunEnd::of(&result, watch.cancel_reason()).error_type() {
+                let span = tracing::Span::current();
+                span.record("error.type", kind);
+                span.record("otel.status_code", "error");
+            }
             // The receiver lives as long as the driver; after it, nobody needs this.
             let _ = done.unbounded_send((run, result));
         }
         .instrument(span);
-        self.handlers.insert(run, (handle, cancel));
+        self.handlers.insert(
+            run,
+            Running {
+                abort: handle,
+                cancel,
+                started,
+                signalled: None,
+            },
+        );
         self.runtime
             .spawn(Box::pin(Abortable::new(task, registration).map(|_| ())));
     }

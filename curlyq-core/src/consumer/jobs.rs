@@ -194,7 +194,7 @@ impl ConsumerCore {
     fn start_job(&mut self, delivery: Delivery) {
         let Delivery {
             consumer,
-            taken: TakenJob { id, data },
+            taken: TakenJob { id, data, trace },
         } = delivery;
         let run = RunId(self.next_run);
         self.next_run += 1;
@@ -231,6 +231,7 @@ impl ConsumerCore {
                     consumer,
                     started,
                     timeout,
+                    trace,
                 });
                 return;
             }

@@ -289,6 +289,9 @@ pub enum Command {
         /// Its timeout, counted from `started` (the core fires the cancellation itself;
         /// this is for the handler's context).
         timeout: Option<Duration>,
+        /// The trace context its producer stored with it, when the take read it
+        /// ([`TakenJob::trace`](crate::TakenJob::trace)): the parent of the run's span.
+        trace: Option<String>,
     },
     /// Fire the run's cancellation signal
     /// ([`JobContext::cancelled`](crate::JobContext::cancelled)); the handler keeps

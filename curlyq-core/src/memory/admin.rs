@@ -252,6 +252,7 @@ impl QueueState {
         self.reasons.remove(id);
         self.errors.remove(id);
         self.orphaned.remove(id);
+        self.traces.remove(id);
     }
 
     pub(super) fn delete(&mut self, ids: &[String]) -> DeleteReport {

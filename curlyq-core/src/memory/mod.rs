@@ -142,6 +142,11 @@ struct QueueState {
     /// The last ID examined by an unfinished sweep of `errors` (Redis keeps its `HSCAN`
     /// cursor in `Q:errors:cursor`); `None`: the next sweep starts from the first ID.
     errors_cursor: Option<String>,
+    /// `Q:trace`: job ID -> the trace context its producer stored (in ID order, swept as
+    /// `errors` is).
+    traces: BTreeMap<String, String>,
+    /// The cursor of an unfinished sweep of `traces` (`Q:trace:cursor`).
+    traces_cursor: Option<String>,
     /// Notified whenever the signal is set.
     event: Arc<Event>,
     /// The signal was set by the current operation: notify once the lock is released.
@@ -168,6 +173,8 @@ impl QueueState {
             orphaned: HashMap::new(),
             errors: BTreeMap::new(),
             errors_cursor: None,
+            traces: BTreeMap::new(),
+            traces_cursor: None,
             event: Arc::new(Event::new()),
             notify: false,
             paused: false,
@@ -211,42 +218,97 @@ impl QueueState {
     /// next [`ERRORS_SWEEP`] IDs after the cursor, in ID order, starting over after the
     /// last.
     fn sweep_errors(&mut self, keep: usize) {
-        let n = self.errors.len();
-        if n <= ERRORS_SWEEP {
-            // A whole pass is possible: a pass under way is moot.
-            self.errors_cursor = None;
-        }
-        if n <= keep {
-            return;
-        }
-        let examined: Vec<String> = if n <= ERRORS_SWEEP {
-            self.errors.keys().cloned().collect()
-        } else {
-            let after = match &self.errors_cursor {
-                Some(id) => Bound::Excluded(id.clone()),
-                None => Bound::Unbounded,
-            };
-            let page: Vec<String> = self
-                .errors
-                .range::<String, _>((after, Bound::Unbounded))
-                .take(ERRORS_SWEEP)
-                .map(|(id, _)| id.clone())
-                .collect();
-            // A short page reached the last ID: the pass is complete.
-            self.errors_cursor = if page.len() < ERRORS_SWEEP {
-                None
-            } else {
-                page.last().cloned()
-            };
-            page
-        };
-        for id in examined {
-            if !self.data.contains_key(&id) {
-                self.errors.remove(&id);
-            }
-        }
+        sweep(&mut self.errors, &mut self.errors_cursor, &self.data, keep);
     }
 
+    /// Removes the trace fields whose job has no data, by the rules of
+    /// [`sweep_errors`](Self::sweep_errors) (a Go CurlyQ ack leaves them too).
+    fn sweep_traces(&mut self, keep: usize) {
+        sweep(&mut self.traces, &mut self.traces_cursor, &self.data, keep);
+    }
+
+    /// Stores new jobs (`at`: in the scheduled set at that time, else at the tail of the
+    /// active list), setting or clearing their trace fields when `trace` is `Some`.
+    fn store(
+        &mut self,
+        jobs: impl Iterator<Item = (EncodedJob, Option<f64>)>,
+        trace: Option<Option<&str>>,
+    ) -> Vec<bool> {
+        let mut added = Vec::new();
+        for (job, at) in jobs {
+            let new = !self.data.contains_key(&job.id);
+            if new {
+                match trace {
+                    Some(Some(trace)) => {
+                        self.traces.insert(job.id.clone(), trace.to_owned());
+                    }
+                    Some(None) => {
+                        self.traces.remove(&job.id);
+                    }
+                    None => {}
+                }
+                match at {
+                    Some(at) => self.scheduled.insert(&job.id, at),
+                    None => self.active.push_back(job.id.clone()),
+                }
+                self.data.insert(job.id, job.data);
+            }
+            added.push(new);
+        }
+        // Wake idle consumers (for a schedule: so their schedulers see the new due time).
+        if added.contains(&true) {
+            self.set_signal();
+        }
+        added
+    }
+}
+
+/// Removes the entries of `side` whose job has no data, as `trim_dead.lua` does: nothing
+/// while there are at most `keep` entries; all of them with at most [`ERRORS_SWEEP`]
+/// entries; else the next [`ERRORS_SWEEP`] IDs after `cursor`, in ID order, starting over
+/// after the last.
+fn sweep(
+    side: &mut BTreeMap<String, String>,
+    cursor: &mut Option<String>,
+    data: &HashMap<String, Vec<u8>>,
+    keep: usize,
+) {
+    let n = side.len();
+    if n <= ERRORS_SWEEP {
+        // A whole pass is possible: a pass under way is moot.
+        *cursor = None;
+    }
+    if n <= keep {
+        return;
+    }
+    let examined: Vec<String> = if n <= ERRORS_SWEEP {
+        side.keys().cloned().collect()
+    } else {
+        let after = match cursor.as_ref() {
+            Some(id) => Bound::Excluded(id.clone()),
+            None => Bound::Unbounded,
+        };
+        let page: Vec<String> = side
+            .range::<String, _>((after, Bound::Unbounded))
+            .take(ERRORS_SWEEP)
+            .map(|(id, _)| id.clone())
+            .collect();
+        // A short page reached the last ID: the pass is complete.
+        *cursor = if page.len() < ERRORS_SWEEP {
+            None
+        } else {
+            page.last().cloned()
+        };
+        page
+    };
+    for id in examined {
+        if !data.contains_key(&id) {
+            side.remove(&id);
+        }
+    }
+}
+
+impl QueueState {
     fn snapshot(&self) -> QueueSnapshot {
         QueueSnapshot {
             data: self
@@ -505,6 +567,51 @@ impl MemoryBackend {
         self.edit(queue, f)
     }
 
+    /// One take (with `traced`, each job's trace field too) and a peek at the
+    /// scheduled set.
+    fn take_from(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        _now: f64,
+        traced: bool,
+    ) -> Result<TakeReport, BackendError> {
+        self.op(queue, |q| {
+            if !q.consumers.contains(consumer.as_str()) {
+                return Err(BackendError::NotRegistered {
+                    queue: queue.as_str().to_owned(),
+                    consumer: consumer.as_str().to_owned(),
+                });
+            }
+            let mut taken = Vec::new();
+            while taken.len() < max && !q.paused {
+                let Some(id) = q.active.pop_front() else {
+                    break;
+                };
+                q.inflight
+                    .entry(consumer.as_str().to_owned())
+                    .or_default()
+                    .insert(id.clone());
+                let data = q.data.get(&id).cloned();
+                let trace = if traced {
+                    q.traces.get(&id).cloned()
+                } else {
+                    None
+                };
+                taken.push(TakenJob { id, data, trace });
+            }
+            // A paused queue clears the signal whatever `max`, so idle consumers block.
+            if taken.len() < max || q.paused {
+                q.signal = false;
+            }
+            Ok(TakeReport {
+                jobs: taken,
+                scheduled: q.scheduled.first_score().into(),
+            })
+        })
+    }
+
     fn signal_and_event(&self, queue: &QueueName) -> (bool, Arc<Event>) {
         self.edit(queue, |q| (q.signal, Arc::clone(&q.event)))
     }
@@ -522,20 +629,44 @@ impl QueueBackend for MemoryBackend {
         jobs: &[EncodedJob],
     ) -> Result<Vec<bool>, BackendError> {
         self.op(queue, |q| {
-            let mut added = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let new = !q.data.contains_key(&job.id);
-                if new {
-                    q.data.insert(job.id.clone(), job.data.clone());
-                    q.active.push_back(job.id.clone());
-                }
-                added.push(new);
-            }
-            if added.contains(&true) {
-                q.set_signal();
-            }
-            Ok(added)
+            Ok(q.store(jobs.iter().map(|j| (j.clone(), None)), None))
         })
+    }
+
+    async fn push_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[EncodedJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        self.op(queue, |q| {
+            Ok(q.store(jobs.iter().map(|j| (j.clone(), None)), Some(trace)))
+        })
+    }
+
+    async fn schedule_traced(
+        &self,
+        queue: &QueueName,
+        jobs: &[ScheduledJob],
+        trace: Option<&str>,
+    ) -> Result<Vec<bool>, BackendError> {
+        self.op(queue, |q| {
+            for job in jobs {
+                check_score("schedule time", job.at)?;
+            }
+            let jobs = jobs.iter().map(|j| (j.job.clone(), Some(j.at)));
+            Ok(q.store(jobs, Some(trace)))
+        })
+    }
+
+    async fn take_traced(
+        &self,
+        queue: &QueueName,
+        consumer: &ConsumerId,
+        max: usize,
+        now: f64,
+    ) -> Result<TakeReport, BackendError> {
+        self.take_from(queue, consumer, max, now, true)
     }
 
     async fn schedule(
@@ -547,20 +678,8 @@ impl QueueBackend for MemoryBackend {
             for job in jobs {
                 check_score("schedule time", job.at)?;
             }
-            let mut added = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let new = !q.data.contains_key(&job.job.id);
-                if new {
-                    q.data.insert(job.job.id.clone(), job.job.data.clone());
-                    q.scheduled.insert(&job.job.id, job.at);
-                }
-                added.push(new);
-            }
-            // Wake idle consumers so their schedulers see the new due time.
-            if added.contains(&true) {
-                q.set_signal();
-            }
-            Ok(added)
+            let jobs = jobs.iter().map(|j| (j.job.clone(), Some(j.at)));
+            Ok(q.store(jobs, None))
         })
     }
 
@@ -628,36 +747,9 @@ impl QueueBackend for MemoryBackend {
         queue: &QueueName,
         consumer: &ConsumerId,
         max: usize,
-        _now: f64,
+        now: f64,
     ) -> Result<TakeReport, BackendError> {
-        self.op(queue, |q| {
-            if !q.consumers.contains(consumer.as_str()) {
-                return Err(BackendError::NotRegistered {
-                    queue: queue.as_str().to_owned(),
-                    consumer: consumer.as_str().to_owned(),
-                });
-            }
-            let mut taken = Vec::new();
-            while taken.len() < max && !q.paused {
-                let Some(id) = q.active.pop_front() else {
-                    break;
-                };
-                q.inflight
-                    .entry(consumer.as_str().to_owned())
-                    .or_default()
-                    .insert(id.clone());
-                let data = q.data.get(&id).cloned();
-                taken.push(TakenJob { id, data });
-            }
-            // A paused queue clears the signal whatever `max`, so idle consumers block.
-            if taken.len() < max || q.paused {
-                q.signal = false;
-            }
-            Ok(TakeReport {
-                jobs: taken,
-                scheduled: q.scheduled.first_score().into(),
-            })
-        })
+        self.take_from(queue, consumer, max, now, false)
     }
 
     async fn waiter(&self, queue: &QueueName) -> Result<Box<dyn Waiter>, BackendError> {
@@ -684,6 +776,7 @@ impl QueueBackend for MemoryBackend {
                         q.data.remove(id);
                         q.orphaned.remove(id);
                         q.errors.remove(id);
+                        q.traces.remove(id);
                     }
                     owned
                 })
@@ -839,10 +932,12 @@ impl QueueBackend for MemoryBackend {
                 q.reasons.remove(id);
                 q.orphaned.remove(id);
                 q.errors.remove(id);
+                q.traces.remove(id);
             }
             // Redis sends no script at all for max_jobs 0.
             if trim.max_jobs > 0 {
                 q.sweep_errors(trim.keep_at_most);
+                q.sweep_traces(trim.keep_at_most);
             }
             Ok(victims.len())
         })

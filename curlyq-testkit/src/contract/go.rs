@@ -266,3 +266,50 @@ pub(super) async fn check_finds_and_repairs_what_go_leaves(
     ensure_eq!(snap.scheduled.len(), 1, "dup still scheduled");
     Ok(())
 }
+
+pub(super) async fn trim_dead_removes_traces_left_by_go(
+    b: &dyn QueueBackend,
+    go: &dyn GoConsumer,
+    q: &QueueName,
+) -> Outcome {
+    const TRACE: &str =
+        r#"{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#;
+    b.push_traced(q, &jobs(&["a", "b", "kept"]), Some(TRACE))
+        .await
+        .ctx("push_traced")?;
+    let gopher = gopher_takes(b, q, 3).await?;
+    // Go's ack deletes the data only: the trace fields of a and b stay behind.
+    go_ack(go, q, &gopher, "a").await?;
+    go_ack(go, q, &gopher, "b").await?;
+    // A traced push of a reused ID without a context clears the leftover.
+    b.push_traced(q, &jobs(&["a"]), None)
+        .await
+        .ctx("push_traced")?;
+    let taken = b
+        .take_traced(q, &gopher, 1, 1_700_000_000.0)
+        .await
+        .ctx("take_traced")?;
+    ensure_eq!(ids_of(&taken.jobs), strings(&["a"]), "the reused ID taken");
+    ensure_eq!(taken.jobs[0].trace, None, "a's leftover trace is cleared");
+    b.trim_dead(q, trim(0, 10)).await.ctx("trim_dead")?;
+    // b's leftover went with the sweep; a plain push does not touch the field.
+    b.push(q, &jobs(&["b"])).await.ctx("push")?;
+    b.give_back(q, &gopher, &strings(&["kept"]))
+        .await
+        .ctx("give_back")?;
+    let taken = b
+        .take_traced(q, &gopher, 2, 1_700_000_000.0)
+        .await
+        .ctx("take_traced")?;
+    let traces: Vec<(String, Option<String>)> =
+        taken.jobs.into_iter().map(|j| (j.id, j.trace)).collect();
+    ensure_eq!(
+        traces,
+        vec![
+            ("b".to_owned(), None),
+            ("kept".to_owned(), Some(TRACE.to_owned()))
+        ],
+        "after trim_dead: the leftover of b is gone, the trace of a job with data kept"
+    );
+    Ok(())
+}

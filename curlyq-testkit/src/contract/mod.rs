@@ -396,6 +396,12 @@ macro_rules! __contract_list {
                     orphan_count_cleared_when_job_ends: "ack ends a job's orphan count (a new job with that ID starts from zero)",
                     requeue_orphans_keeps_or_clears_the_last_error: "an orphan requeued keeps its last error; one killed as a crash loop loses it",
                 }
+                trace {
+                    push_traced_is_read_by_a_traced_take_and_ack_removes_it: "push_traced stores a context that a traced take gives back (a plain take does not) and ack removes",
+                    take_traced_sees_the_context_after_retry_and_death: "a scheduled, retried, dead and retried-dead job keeps its context",
+                    push_traced_never_touches_an_existing_job: "push_traced and schedule_traced leave an existing job's context as it was",
+                    delete_jobs_and_purge_remove_the_trace: "delete_jobs and purge remove the jobs' contexts",
+                }
                 dead {
                     trim_dead_by_age_and_count: "trim_dead removes jobs killed before a time and the oldest beyond a count, within max_jobs",
                 }
@@ -427,6 +433,7 @@ macro_rules! __contract_list {
                 trim_dead_removes_errors_left_by_go: "trim_dead removes the last error of a job Go acked, and keeps those of jobs that exist",
                 trim_dead_tolerates_errors_within_keep_at_most: "trim_dead leaves last errors alone while there are at most keep_at_most",
                 trim_dead_sweeps_many_errors_in_bounded_passes: "with more than ERRORS_SWEEP last errors, a few trim_dead calls remove every leftover and no other",
+                trim_dead_removes_traces_left_by_go: "a traced push clears the context Go's ack left for a reused ID, and trim_dead sweeps the others",
                 check_finds_and_repairs_what_go_leaves: "check finds each kind of inconsistency and repair fixes each one, no job with data lost",
             }
         }
@@ -907,3 +914,4 @@ mod outcomes;
 mod push;
 mod schedule;
 mod take;
+mod trace;

@@ -138,6 +138,7 @@ fn a_run_past_its_timeout_is_signalled_then_dropped_and_fails() {
                 .with_attempt(attempt)
                 .encode(),
         ),
+        trace: None,
     };
     h.reply(take, Ok(Reply::Taken(vec![again("slow", 1)].into())));
     let (run, _) = h.started.pop().unwrap();

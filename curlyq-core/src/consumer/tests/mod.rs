@@ -135,6 +135,7 @@ impl Harness {
             .map(|id| TakenJob {
                 id: id.to_string(),
                 data: Some(Job::new("payload").with_id(*id).encode()),
+                trace: None,
             })
             .collect();
         self.reply(take, Ok(Reply::Taken(jobs.into())));
