@@ -5,9 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use curlyq_core::{ConsumerId, QueueBackend, QueueName, Registration};
-use curlyq_web::{basic_auth, demo, Dashboard};
+use curlyq_web::{basic_auth, demo, Access, Dashboard};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 use crate::cli::WebArgs;
 use crate::Failure;
@@ -84,9 +89,75 @@ pub(crate) fn dashboard(args: &WebArgs, plan: &Plan, backend: Arc<dyn QueueBacke
     dashboard
 }
 
-/// Every route the server answers: the dashboard's (more can be merged here).
-pub(crate) fn app(dashboard: Dashboard) -> Router {
-    Router::new().merge(dashboard.router())
+/// Who may read `/metrics`: everyone, or the `--user` of Basic authentication.
+type MetricsAuth =
+    Arc<dyn Fn(&axum::http::request::Parts) -> Result<Access, Response> + Send + Sync>;
+
+/// What `/metrics` serves from: the store and a Prometheus recorder of its own (not the
+/// process-wide one, so that several servers can live in one process, as in tests).
+struct MetricsRoute {
+    backend: Arc<dyn QueueBackend>,
+    recorder: PrometheusRecorder,
+    auth: Option<MetricsAuth>,
+}
+
+/// Every route the server answers: the dashboard's, and `/metrics` (the queue gauges of
+/// `curlyq_core::telemetry`, read fresh from the admin stats at each scrape, in
+/// Prometheus text), behind the same Basic authentication when there is a user.
+pub(crate) fn app(dashboard: Dashboard, plan: &Plan, backend: Arc<dyn QueueBackend>) -> Router {
+    let auth = plan.credentials.as_ref().map(|(user, password)| {
+        Arc::new(basic_auth(user.clone(), password.clone())) as MetricsAuth
+    });
+    let route = Arc::new(MetricsRoute {
+        backend,
+        recorder: PrometheusBuilder::new().build_recorder(),
+        auth,
+    });
+    Router::new()
+        .route("/metrics", get(metrics_text).with_state(route))
+        .merge(dashboard.router())
+}
+
+/// `GET /metrics`: every queue's gauges (sizes by state, latency, consumers, paused).
+async fn metrics_text(State(route): State<Arc<MetricsRoute>>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    if let Some(auth) = &route.auth {
+        if let Err(refused) = auth(&parts) {
+            return refused;
+        }
+    }
+    let now = curlyq_core::unix_seconds(std::time::SystemTime::now());
+    let failed = |e: curlyq_core::BackendError| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("curlyq web: cannot read the queues' stats: {e}\n"),
+        )
+            .into_response()
+    };
+    let queues = match route.backend.list_queues().await {
+        Ok(queues) => queues,
+        Err(e) => return failed(e),
+    };
+    let mut all = Vec::with_capacity(queues.len());
+    for queue in queues {
+        match route.backend.stats(&queue, now, 0).await {
+            Ok(stats) => all.push((queue, stats)),
+            Err(e) => return failed(e),
+        }
+    }
+    metrics::with_local_recorder(&route.recorder, || {
+        for (queue, stats) in &all {
+            curlyq_core::telemetry::record_queue_stats(queue, stats, now);
+        }
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        route.recorder.handle().render(),
+    )
+        .into_response()
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
@@ -173,7 +244,7 @@ pub(crate) async fn run(
         let _ = writeln!(out, "curlyq web: queues of {redacted}; Ctrl-C stops");
     }
     let _ = out.flush();
-    let app = app(dashboard(&args, &plan, backend));
+    let app = app(dashboard(&args, &plan, backend.clone()), &plan, backend);
     curlyq_web::serve(listener, app, shutdown_signal())
         .await
         .map_err(|e| Failure::Error(format!("the web server failed: {e}")))?;

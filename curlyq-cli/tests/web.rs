@@ -174,6 +174,45 @@ fn a_user_gets_basic_auth_with_the_password_of_the_environment() {
 }
 
 #[test]
+fn metrics_serve_the_queue_gauges_in_prometheus_text() {
+    let server = start(&["--demo", "--listen", "127.0.0.1:0"], None);
+    let (status, answer) = server.get("/metrics", &[]);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let gauge = |name: &str, state: Option<&str>| {
+        answer
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains("messaging_destination_name=\"emails\"")
+                    && l.contains("messaging_system=\"curlyq\"")
+                    && state.is_none_or(|s| l.contains(&format!("state=\"{s}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {name} {state:?} for emails in {answer}"))
+            .to_owned()
+    };
+    // The demo's queue `emails`: two dead jobs, three in flight, two consumers, not paused.
+    assert_eq!(gauge("curlyq_queue_jobs", Some("dead")), "2");
+    assert_eq!(gauge("curlyq_queue_jobs", Some("inflight")), "3");
+    assert_eq!(gauge("curlyq_queue_consumers", None), "2");
+    assert_eq!(gauge("curlyq_queue_paused", None), "0");
+    assert!(answer.contains("messaging_destination_name=\"{reports}\""));
+}
+
+#[test]
+fn metrics_ask_for_the_user_too() {
+    let server = start(
+        &["--demo", "--listen", "127.0.0.1:0", "--user", "ops"],
+        Some("pw"),
+    );
+    let (status, _) = server.get("/metrics", &[]);
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    let (status, answer) = server.get("/metrics", &[("Authorization", "Basic b3BzOnB3")]);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(answer.contains("curlyq_queue_jobs{"));
+}
+
+#[test]
 fn a_read_only_server_offers_no_action() {
     let server = start(&["--demo", "--listen", "127.0.0.1:0", "--read-only"], None);
     let (status, page) = server.get("/queues/emails?state=dead", &[]);
