@@ -598,6 +598,25 @@ pub fn describe(summary: &mut JobSummary, head: &[u8], tail: &[u8], stored: u64,
     summary.attempt = view.attempt.or_else(|| crate::job::attempt_at_end(tail));
 }
 
+/// Cuts a [`JobDetail`] for [`find_job_head`](crate::QueueBackend::find_job_head): when
+/// its data is longer than `preview` + [`HEAD_EXTRA`], the data goes and the summary says
+/// what its head and tail tell ([`describe`]); otherwise nothing changes.
+pub fn cut_detail(detail: &mut JobDetail, preview: usize) {
+    let head = preview.saturating_add(HEAD_EXTRA);
+    let Some(data) = detail.data.as_deref().filter(|d| d.len() > head) else {
+        return;
+    };
+    let tail = &data[data.len().saturating_sub(TAIL_BYTES)..];
+    describe(
+        &mut detail.summary,
+        &data[..head],
+        tail,
+        data.len() as u64,
+        preview,
+    );
+    detail.data = None;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

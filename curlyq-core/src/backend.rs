@@ -721,6 +721,31 @@ pub trait QueueBackend: Send + Sync + 'static {
         Err(BackendError::Unsupported("find_job"))
     }
 
+    /// [`find_job`](Self::find_job) for a page: a job whose stored bytes are more than
+    /// `preview` + [`HEAD_EXTRA`](crate::admin::HEAD_EXTRA) comes without `data`, its
+    /// summary carrying instead `stored_bytes`, `payload_bytes`, its attempt and ready
+    /// time as far as the bytes say, and a `preview` of its first `preview` payload bytes.
+    /// A smaller job comes with its `data`, as from `find_job`.
+    ///
+    /// # Behavior
+    /// - The answer's size is bounded by `preview` whatever the job's size: a page over a
+    ///   job of 16 MiB does not move 16 MiB (on Redis, the script cuts the bytes before
+    ///   replying).
+    /// - The default reads the job with `find_job` and cuts it with
+    ///   [`cut_detail`](crate::admin::cut_detail).
+    async fn find_job_head(
+        &self,
+        queue: &QueueName,
+        id: &str,
+        preview: usize,
+    ) -> Result<Option<crate::admin::JobDetail>, BackendError> {
+        let mut found = self.find_job(queue, id).await?;
+        if let Some(detail) = found.as_mut() {
+            crate::admin::cut_detail(detail, preview);
+        }
+        Ok(found)
+    }
+
     /// Moves dead jobs to the tail of the active list (their dead reasons go; data and
     /// attempt are kept) and sets the signal if any moved.
     ///

@@ -478,7 +478,9 @@ async fn job_page(
     query: &JobQuery,
 ) -> Result<Response, PageError> {
     let name = queue_name(queue)?;
-    let Some(detail) = ctx.backend().find_job(&name, id).await? else {
+    let limit = ctx.dash.payload_limit;
+    // At most `limit` payload bytes cross from the store, whatever the job's size.
+    let Some(detail) = ctx.backend().find_job_head(&name, id, limit).await? else {
         let body = html! {
             p.crumbs { a href=(ctx.links.home()) { "Queues" } " / " a href=(ctx.links.queue(queue)) { (queue) } }
             h1 { "Job not found" }
@@ -496,10 +498,20 @@ async fn job_page(
     let writable = ctx.can_write(queue);
     let decoded = detail.data.as_deref().map(Job::decode);
     let notice = render::notice(query.notice.as_deref(), query.n);
-    let limit = ctx.dash.payload_limit;
     let (shown, decode_error) = match (&decoded, &detail.data) {
         (Some(Ok(job)), _) => (Some(payload::view(&job.data, limit)), None),
         (Some(Err(e)), Some(raw)) => (Some(payload::view(raw, limit)), Some(e.to_string())),
+        // Cut by the store: the summary holds the payload's first bytes and its length.
+        (None, None) if s.stored_bytes.is_some() => match s.payload_bytes {
+            Some(total) => (
+                Some(payload::view_head(&s.preview, total as usize, limit)),
+                None,
+            ),
+            None => (
+                None,
+                Some("the head of the stored bytes does not decode as a job".to_owned()),
+            ),
+        },
         _ => (None, None),
     };
     let score_label = match state {

@@ -43,7 +43,12 @@ const HEX_LINE: usize = 16;
 /// (JSON is parsed only when the whole payload is within the limit); a hex dump shows
 /// at most a quarter of the limit (each byte takes about four characters).
 pub(crate) fn view(data: &[u8], limit: usize) -> Shown {
-    let total = data.len();
+    view_head(&data[..data.len().min(limit)], data.len(), limit)
+}
+
+/// The view of a payload of `total` bytes of which `head` holds the first ones (all of
+/// them when `head.len() == total`); only the first `limit` bytes of `head` are used.
+pub(crate) fn view_head(head: &[u8], total: usize, limit: usize) -> Shown {
     if total == 0 {
         return Shown {
             view: View::Empty,
@@ -51,7 +56,7 @@ pub(crate) fn view(data: &[u8], limit: usize) -> Shown {
             total,
         };
     }
-    let head = &data[..total.min(limit)];
+    let head = &head[..head.len().min(limit).min(total)];
     let whole = head.len() == total;
     if whole {
         if let Some(pretty) = pretty_json(head, total.saturating_mul(PRETTY_GROWTH).max(64)) {

@@ -316,8 +316,10 @@ pub fn parse_jobs(keys: &Keys, page: &PageRequest, reply: &Reply) -> Result<JobP
     })
 }
 
-/// The `admin_find` call of job `id` over the in-flight keys `members`.
-pub fn find_call(keys: &Keys, id: &str, members: &[Vec<u8>]) -> ScriptCall {
+/// The `admin_find` call of job `id` over the in-flight keys `members`; with `head`, the
+/// script replies with at most that many bytes of the job's data (see
+/// [`parse_find`] and `find_job_head`).
+pub fn find_call(keys: &Keys, id: &str, members: &[Vec<u8>], head: Option<usize>) -> ScriptCall {
     let mut call = ScriptCall::new(
         ScriptId::AdminFind,
         &[
@@ -332,20 +334,41 @@ pub fn find_call(keys: &Keys, id: &str, members: &[Vec<u8>]) -> ScriptCall {
         ],
     );
     call.arg(id).num(FIND_ACTIVE_SCAN);
+    if let Some(head) = head {
+        call.num(head);
+    }
     with_members(call, members)
 }
 
-/// The reply of [`find_call`].
-pub fn parse_find(keys: &Keys, id: &str, reply: &Reply) -> Result<Option<JobDetail>, BackendError> {
+/// The reply of [`find_call`]; `preview` is the payload bytes a cut job's summary keeps
+/// (with a head of `preview` + `HEAD_EXTRA` in the call).
+pub fn parse_find(
+    keys: &Keys,
+    id: &str,
+    reply: &Reply,
+    preview: usize,
+) -> Result<Option<JobDetail>, BackendError> {
     const OP: &str = "find_job";
     let parts = array(OP, reply)?;
-    let [data, scheduled, dead, holder, position, reason, error, orphan] = parts else {
+    // With a head in the call, two more elements: the tail and the length of cut data.
+    let (fields, cut) = match parts {
+        [fields @ .., tail, stored] if parts.len() == 10 => (fields, Some((tail, stored))),
+        fields => (fields, None),
+    };
+    let [data, scheduled, dead, holder, position, reason, error, orphan] = fields else {
         return Err(invalid(format!(
-            "{OP}: expected 8 elements, got {}",
+            "{OP}: expected 8 or 10 elements, got {}",
             parts.len()
         )));
     };
     let data = optional_bytes(OP, data)?;
+    let cut = match cut {
+        Some((tail, stored)) if !matches!(stored, Reply::Nil | Reply::Bool(false)) => Some((
+            optional_bytes(OP, tail)?.unwrap_or_default(),
+            u64_of(OP, stored)?,
+        )),
+        _ => None,
+    };
     let scheduled = optional_score(OP, scheduled)?;
     let dead = optional_score(OP, dead)?;
     let holder = optional_bytes(OP, holder)?;
@@ -377,6 +400,14 @@ pub fn parse_find(keys: &Keys, id: &str, reply: &Reply) -> Result<Option<JobDeta
     } else {
         return Ok(None);
     };
+    if let Some((tail, stored)) = cut {
+        let head = data.unwrap_or_default();
+        curlyq_core::admin::describe(&mut s, &head, &tail, stored, preview);
+        return Ok(Some(JobDetail {
+            summary: s,
+            data: None,
+        }));
+    }
     if let Some(bytes) = &data {
         curlyq_core::admin::describe(&mut s, bytes, &[], bytes.len() as u64, 0);
     }
@@ -853,7 +884,7 @@ mod tests {
                 Err(BackendError::InvalidReply(_))
             ));
             assert!(parse_stats(&reply, &[]).is_err());
-            assert!(parse_find(&keys, "a", &reply).is_err());
+            assert!(parse_find(&keys, "a", &reply, 0).is_err());
             assert!(parse_data_ids(&reply).is_err());
         }
         let bad_count = Reply::Array(vec![

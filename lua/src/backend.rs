@@ -731,9 +731,23 @@ impl<T: Transport> QueueBackend for ScriptBackend<T> {
         let keys = Keys::new(queue.as_str());
         let members = self.consumer_keys(&keys).await?;
         let reply = self
-            .run_one("find_job", admin::find_call(&keys, id, &members))
+            .run_one("find_job", admin::find_call(&keys, id, &members, None))
             .await?;
-        admin::parse_find(&keys, id, &reply)
+        admin::parse_find(&keys, id, &reply, 0)
+    }
+
+    async fn find_job_head(
+        &self,
+        queue: &QueueName,
+        id: &str,
+        preview: usize,
+    ) -> Result<Option<JobDetail>, BackendError> {
+        let keys = Keys::new(queue.as_str());
+        let members = self.consumer_keys(&keys).await?;
+        let head = preview.saturating_add(curlyq_core::admin::HEAD_EXTRA);
+        let call = admin::find_call(&keys, id, &members, Some(head));
+        let reply = self.run_one("find_job", call).await?;
+        admin::parse_find(&keys, id, &reply, preview)
     }
 
     async fn retry_dead(

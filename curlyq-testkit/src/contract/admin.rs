@@ -396,6 +396,67 @@ pub(super) async fn find_job_in_each_state(b: &dyn QueueBackend, q: &QueueName) 
     Ok(())
 }
 
+pub(super) async fn find_job_head_cuts_big_jobs(b: &dyn QueueBackend, q: &QueueName) -> Outcome {
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let big = Job::new(payload.clone())
+        .with_id("big")
+        .with_attempt(3)
+        .with_ready_at(12.5)
+        .encode();
+    let small = Job::new(b"tiny".to_vec()).with_id("small").encode();
+    b.push(
+        q,
+        &[
+            EncodedJob {
+                id: "big".into(),
+                data: big.clone(),
+            },
+            EncodedJob {
+                id: "small".into(),
+                data: small.clone(),
+            },
+        ],
+    )
+    .await
+    .ctx("push")?;
+    let cut = b
+        .find_job_head(q, "big", 100)
+        .await
+        .ctx("find_job_head")?
+        .ok_or("big not found")?;
+    let s = &cut.summary;
+    ensure_eq!(cut.data, None, "a big job's data is not in the answer");
+    ensure_eq!(
+        (s.state, s.position, s.attempt, s.ready_at),
+        (Some(JobState::Active), Some(0), Some(3), Some(12.5)),
+        "a cut job's place, attempt and ready time"
+    );
+    ensure_eq!(
+        (s.stored_bytes, s.payload_bytes),
+        (Some(big.len() as u64), Some(payload.len() as u64)),
+        "a cut job's sizes"
+    );
+    ensure_eq!(
+        s.preview,
+        payload[..100].to_vec(),
+        "a cut job's first payload bytes"
+    );
+    let whole = b
+        .find_job_head(q, "small", 100)
+        .await
+        .ctx("find_job_head")?
+        .ok_or("small not found")?;
+    ensure_eq!(whole.data, Some(small), "a small job comes whole");
+    ensure!(
+        b.find_job_head(q, "nope", 100)
+            .await
+            .ctx("find_job_head")?
+            .is_none(),
+        "a job that does not exist was found"
+    );
+    Ok(())
+}
+
 async fn kill_all(b: &dyn QueueBackend, q: &QueueName, ids: &[&str]) -> Result<ConsumerId, String> {
     let (owner, _) = owned_setup(b, q, ids).await?;
     for (i, id) in ids.iter().enumerate() {

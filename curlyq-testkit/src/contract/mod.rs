@@ -412,6 +412,7 @@ macro_rules! __contract_list {
                     jobs_pages_each_state_in_order: "pages list each state in its order, with cursors, positions, consumers, scores and reasons",
                     jobs_preview_a_large_job: "a page shows a large job's attempt, ready time, sizes and a bounded preview",
                     find_job_in_each_state: "find_job tells where a job is: active, scheduled, dead, in flight, or nowhere",
+                    find_job_head_cuts_big_jobs: "find_job_head answers a big job with its sizes, attempt and first payload bytes, not its data",
                     retry_dead_moves_to_the_tail: "retry_dead moves dead jobs (by ID or oldest first) to the tail and drops their reasons",
                     run_scheduled_now: "run_scheduled moves scheduled jobs (by ID or earliest first) to the tail",
                     delete_jobs_in_any_state_but_in_flight: "delete_jobs removes jobs in every state but in flight",
