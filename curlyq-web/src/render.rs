@@ -21,6 +21,8 @@ pub(crate) fn page(links: &Links, title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · curlyq" }
+                // No request for /favicon.ico (a 404 in the console of every page).
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href=(links.path(&assets::style_path()));
                 script src=(links.path(&assets::script_path())) defer {}
             }
