@@ -10,6 +10,44 @@ use curlyq::Job;
 
 pub(crate) type Error = Box<dyn std::error::Error>;
 
+/// The options both tools take: `--jobs N` (active jobs, default 1,000,000), `--dead N`
+/// (default 100,000) and `--calls N` (requests per measurement).
+pub(crate) struct Options {
+    pub(crate) jobs: usize,
+    pub(crate) dead: usize,
+    pub(crate) calls: usize,
+}
+
+impl Options {
+    /// The options of this process's command line for the tool `name`.
+    pub(crate) fn parse(name: &str, calls: usize) -> Result<Options, Error> {
+        let mut o = Options {
+            jobs: 1_000_000,
+            dead: 100_000,
+            calls,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || -> Result<usize, Error> {
+                let v = args.next().ok_or(format!("{arg} needs a value"))?;
+                Ok(v.parse()
+                    .map_err(|_| format!("{arg}: {v:?} is not a count"))?)
+            };
+            match arg.as_str() {
+                "--jobs" => o.jobs = value()?,
+                "--dead" => o.dead = value()?,
+                "--calls" => o.calls = value()?.max(1),
+                "-h" | "--help" => {
+                    println!("usage: {name} [--jobs N] [--dead N] [--calls N]");
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown option {other:?} (see --help)").into()),
+            }
+        }
+        Ok(o)
+    }
+}
+
 pub(crate) fn now() -> f64 {
     curlyq::runtime::unix_seconds(SystemTime::now())
 }

@@ -25,39 +25,6 @@ use curlyq_testkit::RedisServer;
 mod scale;
 use scale::{id, now, summary, Error, Picks};
 
-struct Options {
-    jobs: usize,
-    dead: usize,
-    calls: usize,
-}
-
-fn options() -> Result<Options, Error> {
-    let mut o = Options {
-        jobs: 1_000_000,
-        dead: 100_000,
-        calls: 100,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || -> Result<usize, Error> {
-            let v = args.next().ok_or(format!("{arg} needs a value"))?;
-            Ok(v.parse()
-                .map_err(|_| format!("{arg}: {v:?} is not a count"))?)
-        };
-        match arg.as_str() {
-            "--jobs" => o.jobs = value()?,
-            "--dead" => o.dead = value()?,
-            "--calls" => o.calls = value()?.max(1),
-            "-h" | "--help" => {
-                println!("usage: curlyq-admin-scale [--jobs N] [--dead N] [--calls N]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other:?} (see --help)").into()),
-        }
-    }
-    Ok(o)
-}
-
 async fn timed<T, F, Fut>(calls: usize, mut f: F) -> Result<Vec<Duration>, Error>
 where
     F: FnMut(usize) -> Fut,
@@ -73,7 +40,7 @@ where
 }
 
 async fn run() -> Result<(), Error> {
-    let o = options()?;
+    let o = scale::Options::parse("curlyq-admin-scale", 100)?;
     let server = RedisServer::start()?;
     let backend: Arc<dyn QueueBackend> = curlyq::connect_redis_rs(&server.url()).await?;
     let b = backend.as_ref();

@@ -22,39 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 mod scale;
 use scale::{id, now, summary, Error, Picks};
 
-struct Options {
-    jobs: usize,
-    dead: usize,
-    calls: usize,
-}
-
-fn options() -> Result<Options, Error> {
-    let mut o = Options {
-        jobs: 1_000_000,
-        dead: 100_000,
-        calls: 50,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || -> Result<usize, Error> {
-            let v = args.next().ok_or(format!("{arg} needs a value"))?;
-            Ok(v.parse()
-                .map_err(|_| format!("{arg}: {v:?} is not a count"))?)
-        };
-        match arg.as_str() {
-            "--jobs" => o.jobs = value()?,
-            "--dead" => o.dead = value()?,
-            "--calls" => o.calls = value()?.max(1),
-            "-h" | "--help" => {
-                println!("usage: curlyq-web-scale [--jobs N] [--dead N] [--calls N]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown option {other:?} (see --help)").into()),
-        }
-    }
-    Ok(o)
-}
-
 /// One GET over a new loopback connection: the status and the body's size.
 async fn get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, usize), Error> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -109,7 +76,7 @@ fn segment(s: &str) -> String {
 }
 
 async fn run() -> Result<(), Error> {
-    let o = options()?;
+    let o = scale::Options::parse("curlyq-web-scale", 50)?;
     let server = RedisServer::start()?;
     let backend: Arc<dyn QueueBackend> = curlyq::connect_redis_rs(&server.url()).await?;
     let b = backend.as_ref();
