@@ -100,6 +100,17 @@ impl Target {
             .ok_or_else(|| BenchError::new("INFO memory has no used_memory"))
     }
 
+    /// The server's CPU time so far (`used_cpu_user` + `used_cpu_sys` of INFO cpu), s.
+    pub(crate) fn used_cpu(&mut self) -> Result<f64> {
+        let info = self.info("cpu")?;
+        let field = |name| {
+            info_field(&info, name)
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| BenchError::new(format!("INFO cpu has no {name}")))
+        };
+        Ok(field("used_cpu_user")? + field("used_cpu_sys")?)
+    }
+
     /// The server's `redis_version`.
     pub(crate) fn version(&mut self) -> Result<String> {
         let info = self.info("server")?;

@@ -20,8 +20,8 @@ options:
   --backend B        redis-rs, fred or both (default both)
   --jobs N           the backlog for end-to-end processing (default 100000; 1000 with
                      --quick); the other counts follow from it
-  --runs R           repeat every measurement R times and report medians (default 3;
-                     1 with --quick)
+  --runs R           repeat every measurement R times and report medians with the
+                     lowest and highest run (default 5; 1 with --quick)
   --out PATH         where to write the report (default BENCHMARKS.md); `-` prints it
                      on stdout only
   --quick            small counts, one run: a smoke test of the tool, not a measurement
@@ -331,7 +331,7 @@ pub(crate) fn parse(args: &[String]) -> Result<Command> {
         }
     }
     let jobs = jobs.unwrap_or(if quick { 1000 } else { 100_000 });
-    let runs = runs.unwrap_or(if quick { 1 } else { 3 });
+    let runs = runs.unwrap_or(if quick { 1 } else { 5 });
     if runs == 0 {
         return Err(BenchError::new("--runs must be at least 1"));
     }
@@ -421,7 +421,7 @@ mod tests {
         let Ok(Command::Bench(o)) = parse(&[]) else {
             panic!("no options must give a benchmark run");
         };
-        assert_eq!(o.runs, 3);
+        assert_eq!(o.runs, 5);
         assert_eq!(o.plan.jobs, 100_000);
         assert_eq!(o.plan.backlogs, vec![2000, 20_000, 200_000]);
         let repeats: Vec<usize> = o

@@ -17,6 +17,7 @@
 mod admin;
 mod ceiling;
 mod cli;
+mod conditions;
 mod consume;
 mod error;
 mod process;

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::{Backend, Plan};
+use crate::conditions::{self, Conditions};
 
 /// One line of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -82,10 +83,26 @@ pub(crate) enum Value {
     Bytes(f64),
 }
 
+/// One figure of one run, with the conditions it was measured in (none for derived or
+/// by-product figures).
+#[derive(Debug, Clone, Copy)]
+struct Figure {
+    backend: Option<Backend>,
+    row: Row,
+    value: Value,
+    conditions: Option<Conditions>,
+}
+
+impl Figure {
+    fn of(&self, backend: Backend, row: Row) -> bool {
+        self.row == row && (self.backend.is_none() || self.backend == Some(backend))
+    }
+}
+
 /// Every figure measured, in the order measured.
 #[derive(Debug, Default)]
 pub(crate) struct Results {
-    figures: Vec<(Option<Backend>, Row, Value)>,
+    figures: Vec<Figure>,
     /// Why the ceiling was not measured, if it was not.
     pub(crate) ceiling_missing: Option<String>,
 }
@@ -93,16 +110,61 @@ pub(crate) struct Results {
 impl Results {
     /// Records a figure of `backend` (`None`: shared, the ceiling).
     pub(crate) fn record(&mut self, backend: Option<Backend>, row: Row, value: Value) {
-        self.figures.push((backend, row, value));
+        self.figures.push(Figure {
+            backend,
+            row,
+            value,
+            conditions: None,
+        });
+    }
+
+    /// Records a figure with the conditions it was measured in.
+    pub(crate) fn record_measured(
+        &mut self,
+        backend: Option<Backend>,
+        row: Row,
+        value: Value,
+        conditions: Conditions,
+    ) {
+        self.figures.push(Figure {
+            backend,
+            row,
+            value,
+            conditions: Some(conditions),
+        });
     }
 
     /// The figures of one row for one backend (the ceiling's for any backend), by run.
     fn of(&self, backend: Backend, row: Row) -> Vec<Value> {
         self.figures
             .iter()
-            .filter(|(b, r, _)| *r == row && (b.is_none() || *b == Some(backend)))
-            .map(|(_, _, v)| *v)
+            .filter(|f| f.of(backend, row))
+            .map(|f| f.value)
             .collect()
+    }
+
+    /// The conditions of one row's runs for one backend, by run.
+    fn conditions(&self, backend: Backend, row: Row) -> Vec<Conditions> {
+        self.figures
+            .iter()
+            .filter(|f| f.of(backend, row))
+            .filter_map(|f| f.conditions)
+            .collect()
+    }
+
+    /// Whether any run of the row was measured in noisy conditions.
+    fn noisy(&self, backend: Backend, row: Row, cores: usize) -> bool {
+        self.conditions(backend, row).iter().any(|c| c.noisy(cores))
+    }
+
+    /// The median Redis CPU per job over the row's runs, µs.
+    fn redis_us_per_job(&self, backend: Backend, row: Row) -> Option<f64> {
+        let us: Vec<f64> = self
+            .conditions(backend, row)
+            .iter()
+            .filter_map(|c| c.redis_us_per_job)
+            .collect();
+        median(&us)
     }
 
     fn rates(&self, backend: Backend, row: Row) -> Vec<f64> {
@@ -235,12 +297,13 @@ pub(crate) struct Context<'a> {
     pub(crate) wall: Duration,
 }
 
-/// Go CurlyQ's figures measured earlier on the reference machine, by row.
+/// Go CurlyQ's figures measured earlier by hand (not by this tool) on a 2-core Intel Xeon
+/// machine of this kind, by row: the lowest and highest of its runs.
 fn go_reference(row: Row) -> &'static str {
     match row {
-        Row::EnqueueOne => "7,600",
-        Row::Drain(16) => "15,700 (c=10)",
-        Row::Drain(50) => "21,500",
+        Row::EnqueueOne => "10,651 – 16,480",
+        Row::Drain(16) => "20,178 – 24,168 (c=10)",
+        Row::Drain(50) => "17,880 – 18,818",
         _ => "",
     }
 }
@@ -378,13 +441,37 @@ fn latency_cell(l: &Latency) -> String {
     )
 }
 
+/// ` [min – max]` of `values` when there are several, else nothing.
+fn spread(values: &[f64]) -> String {
+    if values.len() < 2 {
+        return String::new();
+    }
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" [{} – {}]", thousands(low), thousands(high))
+}
+
+/// The mark of a figure with a run measured in noisy conditions.
+const NOISY: &str = " ‡";
+
+/// The median cell of `row` for `backend`, with the spread of the runs and the mark of
+/// noisy conditions.
+fn cell(results: &Results, backend: Backend, row: Row, plan: &Plan, cores: usize) -> String {
+    let mut text = median_cell(results, backend, row, plan);
+    if results.noisy(backend, row, cores) {
+        text.push_str(NOISY);
+    }
+    text
+}
+
 /// The median cell of `row` for `backend`.
-fn cell(results: &Results, backend: Backend, row: Row, plan: &Plan) -> String {
+fn median_cell(results: &Results, backend: Backend, row: Row, plan: &Plan) -> String {
     const NONE: &str = "not measured";
     match row {
-        Row::Ceiling { .. } => results
-            .median_rate(backend, row)
-            .map_or_else(|| NONE.to_owned(), thousands),
+        Row::Ceiling { .. } => results.median_rate(backend, row).map_or_else(
+            || NONE.to_owned(),
+            |r| thousands(r) + &spread(&results.rates(backend, row)),
+        ),
         Row::Flatness => {
             let rates: Vec<f64> = plan
                 .backlogs
@@ -442,7 +529,8 @@ fn cell(results: &Results, backend: Backend, row: Row, plan: &Plan) -> String {
             |b| format!("{:.1}", b / (1024.0 * 1024.0)),
         ),
         _ => {
-            let Some(rate) = results.median_rate(backend, row) else {
+            let rates = results.rates(backend, row);
+            let Some(rate) = median(&rates) else {
                 return NONE.to_owned();
             };
             let mut text = thousands(rate);
@@ -451,29 +539,93 @@ fn cell(results: &Results, backend: Backend, row: Row, plan: &Plan) -> String {
                     let _ = write!(text, " ({:.2} × {name})", rate / c);
                 }
             }
+            text + &spread(&rates)
+        }
+    }
+}
+
+/// Every run's figure of `row` for `backend`, in run order, each marked when measured
+/// in noisy conditions.
+fn runs_cell(results: &Results, backend: Backend, row: Row, cores: usize) -> String {
+    let parts: Vec<String> = results
+        .figures
+        .iter()
+        .filter(|f| f.of(backend, row))
+        .map(|f| {
+            let mut text = run_value(row, &f.value);
+            if f.conditions.is_some_and(|c| c.noisy(cores)) {
+                text.push_str(NOISY);
+            }
+            text
+        })
+        .collect();
+    parts.join(" · ")
+}
+
+/// The conditions of every run of `row` for `backend`: steal and load.
+fn conditions_cell(results: &Results, backend: Backend, row: Row) -> String {
+    let parts: Vec<String> = results
+        .conditions(backend, row)
+        .iter()
+        .map(|c| {
+            let steal = c
+                .steal
+                .map_or_else(|| "?".to_owned(), |s| format!("{:.1}%", s * 100.0));
+            let load = c.load.map_or_else(|| "?".to_owned(), |l| format!("{l:.1}"));
+            format!("{steal} / {load}")
+        })
+        .collect();
+    parts.join(" · ")
+}
+
+/// One run's figure as the "Every run" table shows it.
+fn run_value(row: Row, value: &Value) -> String {
+    match (row, value) {
+        (Row::PeakRss(_), Value::Bytes(b)) => format!("{:.1}", b / (1024.0 * 1024.0)),
+        (_, Value::Rate(r) | Value::Bytes(r)) => thousands(*r),
+        (_, Value::Latency(l)) => {
+            let mut text = latency_cell(l);
+            if let Some(rate) = l.producer_rate {
+                let _ = write!(text, " @ {}/s", thousands(rate));
+            }
             text
         }
     }
 }
 
-/// Every run's figure of `row` for `backend`, in run order.
-fn runs_cell(results: &Results, backend: Backend, row: Row) -> String {
-    let parts: Vec<String> = results
-        .of(backend, row)
-        .iter()
-        .map(|v| match (row, v) {
-            (Row::PeakRss(_), Value::Bytes(b)) => format!("{:.1}", b / (1024.0 * 1024.0)),
-            (_, Value::Rate(r) | Value::Bytes(r)) => thousands(*r),
-            (_, Value::Latency(l)) => {
-                let mut text = latency_cell(l);
-                if let Some(rate) = l.producer_rate {
-                    let _ = write!(text, " @ {}/s", thousands(rate));
+/// The Redis CPU table: per measured line, Redis's CPU µs per job, the rate that CPU
+/// time allows (one core of Redis: 1,000,000 ÷ µs per job) and the share of it reached.
+fn redis_cpu_table(results: &Results, ctx: &Context<'_>) -> Option<String> {
+    let mut out = String::new();
+    header(&mut out, ctx.backends, None);
+    let mut any = false;
+    for row in rows(ctx.plan) {
+        let cells: Vec<String> = ctx
+            .backends
+            .iter()
+            .map(|&b| {
+                let Some(us) = results.redis_us_per_job(b, row).filter(|us| *us > 0.0) else {
+                    return String::new();
+                };
+                let limit = 1e6 / us;
+                let mut text = format!("{us:.1} µs · limit {}/s", thousands(limit));
+                if let Some(rate) = results.median_rate(b, row) {
+                    let _ = write!(text, " · {:.2} of it", rate / limit);
                 }
                 text
-            }
-        })
-        .collect();
-    parts.join(" · ")
+            })
+            .collect();
+        if cells.iter().all(String::is_empty) {
+            continue;
+        }
+        any = true;
+        let _ = write!(out, "| {} |", label(row, ctx.plan));
+        for c in cells {
+            let _ = write!(out, " {c} |");
+        }
+        out.push('\n');
+    }
+    any.then_some(out)
 }
 
 /// The main table: one row per measurement, one column per backend, Go's reference.
@@ -487,7 +639,11 @@ pub(crate) fn table(results: &Results, ctx: &Context<'_>) -> String {
     for row in rows(ctx.plan) {
         let _ = write!(out, "| {} |", label(row, ctx.plan));
         for &b in ctx.backends {
-            let _ = write!(out, " {} |", cell(results, b, row, ctx.plan));
+            let _ = write!(
+                out,
+                " {} |",
+                cell(results, b, row, ctx.plan, ctx.machine.cores)
+            );
         }
         let _ = writeln!(out, " {} |", go_reference(row));
     }
@@ -526,9 +682,14 @@ pub(crate) fn document(results: &Results, ctx: &Context<'_>) -> String {
     let _ = writeln!(
         out,
         "Written by `curlyq-bench` (crate `curlyq-bench/`). Command: `{command}`. \
-         {} run(s); each figure is the median of the runs (the max column of a latency is the \
-         largest over the runs); wall time {:.0} s.\n",
+         {} run(s); each figure is the median of the runs, with the lowest and highest run in \
+         brackets (the max column of a latency is the largest over the runs); ‡ marks a figure \
+         with at least one run measured in noisy conditions (CPU steal above {:.0}% of the \
+         machine's CPU time over the measurement, or a 1-minute load average above {:.0} × the \
+         cores at its end: see \"Conditions of every run\"); wall time {:.0} s.\n",
         ctx.runs,
+        conditions::STEAL_BOUND * 100.0,
+        conditions::LOAD_PER_CORE_BOUND,
         ctx.wall.as_secs_f64()
     );
     let _ = writeln!(out, "- Date: {} UTC", utc(ctx.started));
@@ -584,6 +745,17 @@ pub(crate) fn document(results: &Results, ctx: &Context<'_>) -> String {
     if let Some(why) = &results.ceiling_missing {
         let _ = writeln!(out, "The ceiling was not measured: {why}.\n");
     }
+    if let Some(cpu) = redis_cpu_table(results, ctx) {
+        out.push_str(
+            "## Redis CPU per job\n\nRedis's own CPU time (`used_cpu_user` + `used_cpu_sys` of \
+             `INFO cpu`) over the timed part of each line, ÷ its jobs (median of the runs); the \
+             rate one Redis core allows at that cost (1,000,000 ÷ µs per job); and the share \
+             of that limit the line reached. Near 1, Redis's CPU is what bounds the line; far \
+             below, the client or the round trips do.\n\n",
+        );
+        out.push_str(&cpu);
+        out.push('\n');
+    }
     let _ = write!(
         out,
         "## How to read it\n\n\
@@ -617,9 +789,12 @@ pub(crate) fn document(results: &Results, ctx: &Context<'_>) -> String {
          - **`perform_after`**: a running consumer (concurrency {high}); {sched} jobs are pushed \
          with delays spread evenly from {first:?} to {last:?}; the handler records its start \
          minus the due time.\n\
-         - **Go CurlyQ**: figures measured earlier on the reference machine (2 cores) with Go \
-         CurlyQ, not by this tool: enqueue one job at a time, and processing at concurrency 10 \
-         (shown beside concurrency 16) and 50.\n\
+         - **Go CurlyQ**: reference figures, not measured by this tool nor in this run: Go \
+         CurlyQ's own producer and consumer, measured by hand on another 2-core machine of \
+         this kind (Intel Xeon, fresh Redis 7.0.15, 50,000 no-op jobs with 100-byte payloads, \
+         alternated with curlyq, nothing else running); the lowest and highest of its runs: \
+         enqueue one job at a time (4 runs), and processing at concurrency 10 (shown beside \
+         concurrency 16) and 50 (2 runs each).\n\
          - **Memory**: Redis's `used_memory` after queueing the {n} jobs of the concurrency \
          {high} drain minus before, ÷ {n}. **RSS**: the consumer process's VmHWM at the end of \
          that drain.\n\n",
@@ -659,7 +834,27 @@ pub(crate) fn document(results: &Results, ctx: &Context<'_>) -> String {
         }
         let _ = write!(out, "| {} |", label(row, plan));
         for &b in ctx.backends {
-            let _ = write!(out, " {} |", runs_cell(results, b, row));
+            let _ = write!(out, " {} |", runs_cell(results, b, row, m.cores));
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "\n## Conditions of every run\n\nCPU steal over the measurement / 1-minute load \
+         average at its end, per run, for the lines that record them.\n\n",
+    );
+    header(&mut out, ctx.backends, None);
+    for row in rows(plan) {
+        let cells: Vec<String> = ctx
+            .backends
+            .iter()
+            .map(|&b| conditions_cell(results, b, row))
+            .collect();
+        if cells.iter().all(String::is_empty) {
+            continue;
+        }
+        let _ = write!(out, "| {} |", label(row, plan));
+        for c in cells {
+            let _ = write!(out, " {c} |");
         }
         out.push('\n');
     }
@@ -737,7 +932,7 @@ mod tests {
         assert_eq!(table.lines().count(), 2 + rows(&plan).len());
         assert!(table.contains("| 5,000 (0.50 × c1) |"), "{table}");
         assert!(
-            table.contains("| 20,000 (0.20 × P16) | 15,700 (c=10) |"),
+            table.contains("| 20,000 (0.20 × P16) | 20,178 – 24,168 (c=10) |"),
             "{table}"
         );
         assert!(table.contains("| not measured |"), "{table}");

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use crate::admin::Target;
 use crate::ceiling::{self, Load};
 use crate::cli::{Backend, BenchOptions, ConsumeOptions, Plan, Runtime};
+use crate::conditions::{Conditions, Watch};
 use crate::consume::{self, now_micros, stamped_payload, ConsumeReport, PAYLOAD_BYTES, WARMUP};
 use crate::error::{BenchError, Context, Result};
 use crate::process::ConsumerProcess;
@@ -51,6 +52,21 @@ async fn bounded<T>(
     tokio::time::timeout(limit, future)
         .await
         .map_err(|_| BenchError::new(format!("{what} did not finish within {limit:?}")))?
+}
+
+/// `, steal 0.3%, load 1.9, Redis 12.0 µs/job`: the conditions, for the progress lines.
+fn shown(c: &Conditions) -> String {
+    let mut text = String::new();
+    if let Some(steal) = c.steal {
+        text.push_str(&format!(", steal {:.1}%", steal * 100.0));
+    }
+    if let Some(load) = c.load {
+        text.push_str(&format!(", load {load:.1}"));
+    }
+    if let Some(us) = c.redis_us_per_job {
+        text.push_str(&format!(", Redis {us:.1} µs/job"));
+    }
+    text
 }
 
 /// Runs every measurement and writes the report.
@@ -137,6 +153,7 @@ async fn measure_ceiling(target: &mut Target, plan: &Plan, results: &mut Results
             continue;
         }
         target.flush()?;
+        let watch = Watch::start(target);
         let load = Load {
             clients,
             pipeline,
@@ -151,8 +168,13 @@ async fn measure_ceiling(target: &mut Target, plan: &Plan, results: &mut Results
         )
         .await
         .context(|| "redis-benchmark (is it installed? it comes with redis-server)".to_owned())?;
-        eprintln!("   ceiling -c {clients} -P {pipeline}: {:.0} calls/s", rps);
-        results.record(None, row, Value::Rate(rps));
+        let conditions = watch.stop(target, requests);
+        eprintln!(
+            "   ceiling -c {clients} -P {pipeline}: {:.0} calls/s{}",
+            rps,
+            shown(&conditions)
+        );
+        results.record_measured(None, row, Value::Rate(rps), conditions);
     }
     target.flush()
 }
@@ -166,7 +188,7 @@ async fn measure_backend(
 ) -> Result<()> {
     let connection = consume::connect(backend, &target.url).await?;
     let producer = Producer::new(connection, QUEUE).context(|| "producer".to_owned())?;
-    let mut record = |row: Row, value: Value| {
+    let mut record = |row: Row, value: Value, conditions: Option<Conditions>| {
         let shown = match value {
             Value::Rate(r) => format!("{r:.0}/s"),
             Value::Bytes(b) if matches!(row, Row::PeakRss(_)) => {
@@ -182,8 +204,17 @@ async fn measure_backend(
                     .map_or_else(String::new, |r| format!(", producer {r:.0}/s"))
             ),
         };
-        eprintln!("   {backend}: {}: {shown}", report::label(row, plan));
-        results.record(Some(backend), row, value);
+        let label = report::label(row, plan);
+        match conditions {
+            Some(c) => {
+                eprintln!("   {backend}: {label}: {shown}{}", self::shown(&c));
+                results.record_measured(Some(backend), row, value, c);
+            }
+            None => {
+                eprintln!("   {backend}: {label}: {shown}");
+                results.record(Some(backend), row, value);
+            }
+        }
     };
 
     // Warm-up, not timed: the connection, the script cache and the allocator.
@@ -195,44 +226,64 @@ async fn measure_backend(
     .await?;
     target.flush()?;
     if plan.wants(Row::EnqueueOne) {
+        let watch = Watch::start(target);
         let rate = bounded(
             "enqueue, 1 in flight",
             limit_for(plan.enqueue_one),
             enqueue(&producer, plan.enqueue_one, 1),
         )
         .await?;
-        record(Row::EnqueueOne, Value::Rate(rate));
+        let conditions = watch.stop(target, plan.enqueue_one);
+        record(Row::EnqueueOne, Value::Rate(rate), Some(conditions));
         target.flush()?;
     }
     if plan.wants(Row::EnqueueOneOnCurrentThread) {
+        let watch = Watch::start(target);
         let rate = bounded(
             "enqueue, 1 in flight, current-thread runtime",
             limit_for(plan.enqueue_one),
             enqueue_on_current_thread(backend, &target.url, plan.enqueue_one),
         )
         .await?;
-        record(Row::EnqueueOneOnCurrentThread, Value::Rate(rate));
+        let conditions = watch.stop(target, plan.enqueue_one);
+        record(
+            Row::EnqueueOneOnCurrentThread,
+            Value::Rate(rate),
+            Some(conditions),
+        );
         target.flush()?;
     }
     let flight = plan.enqueue_in_flight;
     if plan.wants(Row::EnqueueInFlight(flight)) {
+        let watch = Watch::start(target);
         let rate = bounded(
             "enqueue, many in flight",
             limit_for(plan.jobs),
             enqueue(&producer, plan.jobs, flight),
         )
         .await?;
-        record(Row::EnqueueInFlight(flight), Value::Rate(rate));
+        let conditions = watch.stop(target, plan.jobs);
+        record(
+            Row::EnqueueInFlight(flight),
+            Value::Rate(rate),
+            Some(conditions),
+        );
         target.flush()?;
     }
     if plan.wants(Row::PerformMany(plan.batch)) {
+        let watch = Watch::start(target);
         let rate = bounded(
             "perform_many",
             limit_for(plan.jobs),
             perform_many(&producer, plan.jobs, plan.batch),
         )
         .await?;
-        record(Row::PerformMany(plan.batch), Value::Rate(rate));
+        let conditions = watch.stop(target, plan.jobs);
+        record(
+            Row::PerformMany(plan.batch),
+            Value::Rate(rate),
+            Some(conditions),
+        );
     }
 
     for &concurrency in &plan.concurrencies {
@@ -242,11 +293,19 @@ async fn measure_backend(
         if plan.wants(Row::Drain(concurrency)) || by_product {
             let drained = drain(target, &producer, backend, concurrency, plan.jobs, MULTI).await?;
             if plan.wants(Row::Drain(concurrency)) {
-                record(Row::Drain(concurrency), Value::Rate(drained.rate));
+                record(
+                    Row::Drain(concurrency),
+                    Value::Rate(drained.rate),
+                    Some(drained.conditions),
+                );
             }
             if by_product {
-                record(Row::MemoryPerJob, Value::Bytes(drained.bytes_per_job));
-                record(Row::PeakRss(concurrency), Value::Bytes(drained.rss_bytes));
+                record(Row::MemoryPerJob, Value::Bytes(drained.bytes_per_job), None);
+                record(
+                    Row::PeakRss(concurrency),
+                    Value::Bytes(drained.rss_bytes),
+                    None,
+                );
             }
         }
         if concurrency == 1 && plan.wants(Row::DrainOnCurrentThread(concurrency)) {
@@ -255,6 +314,7 @@ async fn measure_backend(
             record(
                 Row::DrainOnCurrentThread(concurrency),
                 Value::Rate(drained.rate),
+                Some(drained.conditions),
             );
         }
     }
@@ -263,23 +323,29 @@ async fn measure_backend(
             continue;
         }
         let mut rates = Vec::new();
+        let mut conditions = Vec::new();
         for _ in 0..Plan::repeats_for(plan.jobs, backlog) {
             let high = plan.high_concurrency;
             let drained = drain(target, &producer, backend, high, backlog, MULTI).await?;
             rates.push(drained.rate);
+            conditions.push(drained.conditions);
         }
         let rate = report::median(&rates).unwrap_or(0.0);
-        record(Row::Backlog(backlog), Value::Rate(rate));
+        record(
+            Row::Backlog(backlog),
+            Value::Rate(rate),
+            Some(Conditions::merge(&conditions)),
+        );
     }
     for &rate in &plan.steady_rates {
         if plan.wants(Row::Steady(rate)) {
             let latency = steady(target, &producer, backend, plan, rate).await?;
-            record(Row::Steady(rate), Value::Latency(latency));
+            record(Row::Steady(rate), Value::Latency(latency), None);
         }
     }
     if plan.wants(Row::Scheduled) {
         let lateness = scheduled(target, &producer, backend, plan).await?;
-        record(Row::Scheduled, Value::Latency(lateness));
+        record(Row::Scheduled, Value::Latency(lateness), None);
     }
     target.flush()
 }
@@ -375,6 +441,8 @@ struct Drained {
     rate: f64,
     bytes_per_job: f64,
     rss_bytes: f64,
+    /// Over the consumer's run only (the queueing before it is not counted).
+    conditions: Conditions,
 }
 
 /// Queues `jobs` jobs, then drains them with a consumer process at `concurrency`.
@@ -400,13 +468,16 @@ async fn drain(
     })
     .await?;
     let after = target.used_memory()?;
+    let watch = Watch::start(target);
     let limit = limit_for(jobs);
     let report = consumer(target, backend, concurrency, jobs as u64, limit, runtime)?
         .finish(limit + Duration::from_secs(10))
         .await
         .context(|| format!("draining {jobs} jobs at concurrency {concurrency} with {backend}"))?;
     check_count(&report, jobs as u64)?;
+    let conditions = watch.stop(target, jobs);
     Ok(Drained {
+        conditions,
         rate: jobs as f64 / (report.drain_us.max(1) as f64 / 1e6),
         bytes_per_job: after.saturating_sub(before) as f64 / jobs as f64,
         rss_bytes: report.rss_kb as f64 * 1024.0,

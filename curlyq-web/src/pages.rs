@@ -80,6 +80,11 @@ impl Ctx {
         err.respond(&self.links)
     }
 
+    /// A handler's answer: its page, or the error page of what went wrong.
+    fn answer(&self, result: Result<Response, PageError>) -> Response {
+        result.unwrap_or_else(|e| self.fail(e))
+    }
+
     /// A `303 See Other` to `location` (a dashboard URL, already encoded).
     fn redirect(&self, location: String) -> Response {
         match HeaderValue::from_str(&location) {
@@ -277,10 +282,7 @@ pub(crate) async fn queue(
         let Query(query) = query.map_err(bad_query)?;
         queue_page(&ctx, &queue, &query).await
     };
-    match result.await {
-        Ok(r) => r,
-        Err(e) => ctx.fail(e),
-    }
+    ctx.answer(result.await)
 }
 
 async fn queue_page(ctx: &Ctx, queue: &str, query: &TabQuery) -> Result<Response, PageError> {
@@ -437,10 +439,7 @@ pub(crate) async fn job(
         let Query(query) = query.map_err(bad_query)?;
         job_page(&ctx, &queue, &id, &query).await
     };
-    match result.await {
-        Ok(r) => r,
-        Err(e) => ctx.fail(e),
-    }
+    ctx.answer(result.await)
 }
 
 /// The search by ID: the job's page (by a redirect to its address), or "not found".
@@ -465,10 +464,7 @@ pub(crate) async fn find(
         }
         job_page(&ctx, &queue, &id, &query).await
     };
-    match result.await {
-        Ok(r) => r,
-        Err(e) => ctx.fail(e),
-    }
+    ctx.answer(result.await)
 }
 
 async fn job_page(
@@ -597,10 +593,7 @@ pub(crate) async fn download(
         let Path((queue, id)) = path.map_err(bad_path)?;
         payload_response(&ctx, &queue, &id).await
     };
-    match result.await {
-        Ok(r) => r,
-        Err(e) => ctx.fail(e),
-    }
+    ctx.answer(result.await)
 }
 
 pub(crate) async fn download_by_query(
@@ -614,10 +607,7 @@ pub(crate) async fn download_by_query(
         let id = query.id.unwrap_or_default();
         payload_response(&ctx, &queue, &id).await
     };
-    match result.await {
-        Ok(r) => r,
-        Err(e) => ctx.fail(e),
-    }
+    ctx.answer(result.await)
 }
 
 /// The payload as an attachment: the job's data decoded with [`Job::decode`], or the
@@ -679,10 +669,7 @@ pub(crate) async fn consumers(
         let Query(query) = query.map_err(bad_query)?;
         consumers_page(&ctx, &queue, &query).await
     };
-    match result.await {
-        Ok(r) => r,
-        Err(e) => ctx.fail(e),
-    }
+    ctx.answer(result.await)
 }
 
 async fn consumers_page(
@@ -757,10 +744,7 @@ pub(crate) async fn action(
         }
         act(&ctx, &queue, form).await
     };
-    match result.await {
-        Ok(r) => r,
-        Err(e) => ctx.fail(e),
-    }
+    ctx.answer(result.await)
 }
 
 fn required<'a>(value: &'a Option<String>, what: &str) -> Result<&'a str, PageError> {

@@ -88,7 +88,7 @@ fn demo_pages(base: &str) -> Vec<String> {
         demo::SCHEDULED_JOB,
         demo::LIVE_JOB,
     ] {
-        pages.push(format!("{base}queues/{q}/jobs/{}", seg(id)));
+        pages.push(job_page(base, id));
     }
     pages
 }
@@ -134,6 +134,20 @@ async fn state_of(backend: &dyn QueueBackend, queue: &str, id: &str) -> Option<J
         .and_then(|d| d.summary.state)
 }
 
+/// The page of the demo queue's job `id`.
+fn job_page(base: &str, id: &str) -> String {
+    format!("{base}queues/{}/jobs/{}", seg(demo::QUEUE), seg(id))
+}
+
+/// Asserts the state of the demo's dead job (the one the actions are tried on).
+async fn assert_dead_job_is(backend: &dyn QueueBackend, expected: JobState, why: &str) {
+    assert_eq!(
+        state_of(backend, demo::QUEUE, demo::DEAD_JOB).await,
+        Some(expected),
+        "{why}"
+    );
+}
+
 /// The workspace's target directory (where `cargo test` builds).
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -152,11 +166,7 @@ async fn every_page_loads_without_a_console_error_over_redis() {
         open_clean(&browser, &page).await;
     }
     // The job page names the job it shows (the page is not an empty shell).
-    let page = format!(
-        "{base}queues/{}/jobs/{}",
-        seg(demo::QUEUE),
-        seg(demo::JSON_JOB)
-    );
+    let page = job_page(&base, demo::JSON_JOB);
     open_clean(&browser, &page).await;
     browser.wait_for_text(demo::JSON_JOB, WAIT).await.unwrap();
     browser.close().await.unwrap();
@@ -183,27 +193,21 @@ async fn retry_clicked_on_a_dead_job_moves_it_to_active() {
     let store = redis_store().await;
     let backend = store.backend.as_ref();
     let base = serve(Dashboard::new(store.backend.clone())).await;
-    let page = format!(
-        "{base}queues/{}/jobs/{}",
-        seg(demo::QUEUE),
-        seg(demo::DEAD_JOB)
-    );
+    let page = job_page(&base, demo::DEAD_JOB);
     open_clean(&browser, &page).await;
-    assert_eq!(
-        state_of(backend, demo::QUEUE, demo::DEAD_JOB).await,
-        Some(JobState::Dead)
-    );
+    assert_dead_job_is(backend, JobState::Dead, "").await;
     browser
         .click("form[method=post] input[value=retry] ~ button")
         .await
         .unwrap();
     // The page the action leads to shows the job as active.
     browser.wait_for_text("active", WAIT).await.unwrap();
-    assert_eq!(
-        state_of(backend, demo::QUEUE, demo::DEAD_JOB).await,
-        Some(JobState::Active),
-        "the click moved the job in Redis"
-    );
+    assert_dead_job_is(
+        backend,
+        JobState::Active,
+        "the click moved the job in Redis",
+    )
+    .await;
     // Its own page, opened afresh, says so too, and offers no retry any more.
     open_clean(&browser, &page).await;
     let retry = browser
@@ -236,7 +240,7 @@ async fn read_only_shows_no_action_and_refuses_a_forged_post() {
             "{page}: a read-only page offers no action"
         );
     }
-    open_clean(&browser, &format!("{base}queues/{q}/jobs/{dead}")).await;
+    open_clean(&browser, &job_page(&base, demo::DEAD_JOB)).await;
     let (status, text) = post_from_page(
         &browser,
         &format!("/queues/{q}/actions"),
@@ -245,15 +249,11 @@ async fn read_only_shows_no_action_and_refuses_a_forged_post() {
     .await;
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("read-only"), "the refusal says why: {text}");
-    assert_eq!(
-        state_of(backend, demo::QUEUE, demo::DEAD_JOB).await,
-        Some(JobState::Dead),
-        "the forged POST changed nothing"
-    );
+    assert_dead_job_is(backend, JobState::Dead, "the forged POST changed nothing").await;
 
     // Read-only for one queue: that queue's pages offer nothing, the others still do.
     let base = serve(Dashboard::new(store.backend.clone()).read_only_queue(demo::QUEUE)).await;
-    open_clean(&browser, &format!("{base}queues/{q}/jobs/{dead}")).await;
+    open_clean(&browser, &job_page(&base, demo::DEAD_JOB)).await;
     assert_eq!(actions_in_page(&browser).await, serde_json::json!(0));
     let (status, text) = post_from_page(
         &browser,
@@ -273,10 +273,7 @@ async fn read_only_shows_no_action_and_refuses_a_forged_post() {
         serde_json::json!(0),
         "another queue keeps its actions"
     );
-    assert_eq!(
-        state_of(backend, demo::QUEUE, demo::DEAD_JOB).await,
-        Some(JobState::Dead)
-    );
+    assert_dead_job_is(backend, JobState::Dead, "").await;
     browser.close().await.unwrap();
 }
 
@@ -290,11 +287,7 @@ async fn a_post_from_another_origin_is_refused_even_with_the_real_token() {
     let base = serve(Dashboard::new(store.backend.clone())).await;
     // The browser visits the dashboard: it now holds the CSRF cookie, and the page's
     // forms carry the same token.
-    let page = format!(
-        "{base}queues/{}/jobs/{}",
-        seg(demo::QUEUE),
-        seg(demo::DEAD_JOB)
-    );
+    let page = job_page(&base, demo::DEAD_JOB);
     open_clean(&browser, &page).await;
     let token = browser
         .execute("return document.querySelector('input[name=_csrf]').value;")
@@ -333,11 +326,7 @@ async fn a_post_from_another_origin_is_refused_even_with_the_real_token() {
         .wait_for_text("did not come from this dashboard", WAIT)
         .await
         .unwrap();
-    assert_eq!(
-        state_of(backend, demo::QUEUE, demo::DEAD_JOB).await,
-        Some(JobState::Dead),
-        "the job did not move"
-    );
+    assert_dead_job_is(backend, JobState::Dead, "the job did not move").await;
 
     // The same form served by the dashboard's own origin would pass: the token is
     // real, so the refusal above was the Origin check.
@@ -349,10 +338,7 @@ async fn a_post_from_another_origin_is_refused_even_with_the_real_token() {
     )
     .await;
     assert_eq!(status, 200, "the redirect is followed to the page");
-    assert_eq!(
-        state_of(backend, demo::QUEUE, demo::DEAD_JOB).await,
-        Some(JobState::Active)
-    );
+    assert_dead_job_is(backend, JobState::Active, "").await;
     browser.close().await.unwrap();
 }
 
@@ -367,7 +353,7 @@ async fn the_script_payload_stays_inert() {
     // alert() would block the page, and chromedriver would report an open dialog; the
     // job page and the list it is in both show the data.
     for page in [
-        format!("{base}queues/{q}/jobs/{}", seg(demo::XSS_JOB)),
+        job_page(&base, demo::XSS_JOB),
         format!("{base}queues/{q}?state=active"),
     ] {
         open_clean(&browser, &page).await;
@@ -377,11 +363,7 @@ async fn the_script_payload_stays_inert() {
             .unwrap();
         assert_eq!(scripts, serde_json::json!(0), "{page}: no inline script");
     }
-    open_clean(
-        &browser,
-        &format!("{base}queues/{q}/jobs/{}", seg(demo::XSS_JOB)),
-    )
-    .await;
+    open_clean(&browser, &job_page(&base, demo::XSS_JOB)).await;
     browser
         .wait_for_text("<script>alert(1)</script>", WAIT)
         .await
@@ -431,11 +413,7 @@ async fn the_overview_refreshes_itself_and_screenshots_are_taken() {
     assert_eq!(mark, serde_json::json!("kept"), "the page was not reloaded");
     let errors = browser.console_errors().await.unwrap();
     assert!(errors.is_empty(), "{errors:?}");
-    let page = format!(
-        "{base}queues/{}/jobs/{}",
-        seg(demo::QUEUE),
-        seg(demo::JSON_JOB)
-    );
+    let page = job_page(&base, demo::JSON_JOB);
     open_clean(&browser, &page).await;
     browser.screenshot(shots.join("job.png")).await.unwrap();
     for name in ["overview.png", "job.png"] {

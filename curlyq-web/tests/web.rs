@@ -187,14 +187,7 @@ async fn every_page_answers_on_redis() {
     // An action goes through Redis too.
     let app = dashboard(backend.clone()).router();
     let t = token(&app).await;
-    Post::new(
-        "/queues/emails/actions",
-        &t,
-        &[("action", "retry"), ("id", demo::DEAD_JOB)],
-    )
-    .send(&app)
-    .await
-    .expect(StatusCode::SEE_OTHER);
+    retry_dead_job(&app, &t).await.expect(StatusCode::SEE_OTHER);
     assert_eq!(
         state_of(backend.as_ref(), demo::DEAD_JOB).await,
         Some(JobState::Active)
@@ -237,14 +230,7 @@ async fn a_valid_post_retries_a_dead_job() {
             .contains(&format!("name=\"_csrf\" value=\"{t}\"")),
         "forms carry the token"
     );
-    let answer = Post::new(
-        "/queues/emails/actions",
-        &t,
-        &[("action", "retry"), ("id", demo::DEAD_JOB)],
-    )
-    .send(&app)
-    .await
-    .expect(StatusCode::SEE_OTHER);
+    let answer = retry_dead_job(&app, &t).await.expect(StatusCode::SEE_OTHER);
     let location = answer.header("location").unwrap().to_owned();
     assert!(
         location.starts_with(&job_path(demo::DEAD_JOB)),
@@ -344,14 +330,7 @@ async fn a_read_only_dashboard_shows_no_action_and_refuses_posts() {
         assert!(!has_actions(&page), "{path} shows no action");
     }
     let t = token(&app).await;
-    Post::new(
-        "/queues/emails/actions",
-        &t,
-        &[("action", "retry"), ("id", demo::DEAD_JOB)],
-    )
-    .send(&app)
-    .await
-    .expect(StatusCode::FORBIDDEN);
+    retry_dead_job(&app, &t).await.expect(StatusCode::FORBIDDEN);
     Post::new("/queues/emails/actions", &t, &[("action", "pause")])
         .send(&app)
         .await
@@ -378,14 +357,7 @@ async fn a_read_only_queue_refuses_posts_and_others_do_not() {
         &get(&app, &job_path(demo::DEAD_JOB)).await.text()
     ));
     let t = token(&app).await;
-    Post::new(
-        "/queues/emails/actions",
-        &t,
-        &[("action", "retry"), ("id", demo::DEAD_JOB)],
-    )
-    .send(&app)
-    .await
-    .expect(StatusCode::FORBIDDEN);
+    retry_dead_job(&app, &t).await.expect(StatusCode::FORBIDDEN);
     assert_eq!(
         state_of(store.as_ref(), demo::DEAD_JOB).await,
         Some(JobState::Dead)

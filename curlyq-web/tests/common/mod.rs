@@ -137,6 +137,17 @@ impl<'a> Post<'a> {
     }
 }
 
+/// A valid POST of "retry" for the demo's dead job, from the pages of queue `emails`.
+pub async fn retry_dead_job(router: &Router, token: &str) -> Answer {
+    Post::new(
+        "/queues/emails/actions",
+        token,
+        &[("action", "retry"), ("id", curlyq_web::demo::DEAD_JOB)],
+    )
+    .send(router)
+    .await
+}
+
 /// A token the dashboard handed out (from a GET of the overview).
 pub async fn token(router: &Router) -> String {
     get(router, "/").await.token()
