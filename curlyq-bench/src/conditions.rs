@@ -61,6 +61,8 @@ pub(crate) struct Conditions {
     pub(crate) load: Option<f64>,
     /// Redis's CPU time (user + system) per job, µs.
     pub(crate) redis_us_per_job: Option<f64>,
+    /// The consumer process's CPU time per job, µs (drains only).
+    pub(crate) client_us_per_job: Option<f64>,
 }
 
 impl Conditions {
@@ -80,11 +82,14 @@ impl Conditions {
                 .filter_map(f)
                 .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
         };
-        let redis: Vec<f64> = all.iter().filter_map(|c| c.redis_us_per_job).collect();
+        let middle = |f: fn(&Conditions) -> Option<f64>| {
+            crate::report::median(&all.iter().filter_map(f).collect::<Vec<_>>())
+        };
         Conditions {
             steal: worst(|c| c.steal),
             load: worst(|c| c.load),
-            redis_us_per_job: crate::report::median(&redis),
+            redis_us_per_job: middle(|c| c.redis_us_per_job),
+            client_us_per_job: middle(|c| c.client_us_per_job),
         }
     }
 }
@@ -122,6 +127,7 @@ impl Watch {
             steal,
             load: crate::report::load_average(),
             redis_us_per_job,
+            client_us_per_job: None,
         }
     }
 }
@@ -161,7 +167,7 @@ mod tests {
         let quiet = Conditions {
             steal: Some(0.01),
             load: Some(3.9),
-            redis_us_per_job: None,
+            ..Conditions::default()
         };
         assert!(!quiet.noisy(2));
         assert!(Conditions {
@@ -179,10 +185,11 @@ mod tests {
 
     #[test]
     fn merged_conditions_keep_the_worst_and_the_median() {
-        let c = |steal, load, us| Conditions {
+        let c = |steal, load, us: f64| Conditions {
             steal: Some(steal),
             load: Some(load),
             redis_us_per_job: Some(us),
+            client_us_per_job: Some(us * 2.0),
         };
         let merged =
             Conditions::merge(&[c(0.01, 1.0, 10.0), c(0.04, 0.5, 30.0), c(0.0, 2.0, 20.0)]);

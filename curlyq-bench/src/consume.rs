@@ -87,6 +87,9 @@ pub(crate) struct ConsumeReport {
     pub(crate) p99_us: i64,
     /// Largest, µs.
     pub(crate) max_us: i64,
+    /// CPU time (user + system, every thread) the process spent from the first handler
+    /// start to the end of the drain, µs; 0 where /proc is not available.
+    pub(crate) cpu_us: u64,
 }
 
 impl ConsumeReport {
@@ -103,14 +106,15 @@ impl ConsumeReport {
     /// The `RESULT` line.
     pub(crate) fn to_line(self) -> String {
         format!(
-            "RESULT succeeded={} drain_us={} rss_kb={} samples={} p50_us={} p99_us={} max_us={}",
+            "RESULT succeeded={} drain_us={} rss_kb={} samples={} p50_us={} p99_us={} max_us={} cpu_us={}",
             self.succeeded,
             self.drain_us,
             self.rss_kb,
             self.samples,
             self.p50_us,
             self.p99_us,
-            self.max_us
+            self.max_us,
+            self.cpu_us
         )
     }
 
@@ -138,11 +142,12 @@ impl ConsumeReport {
                 "p50_us" => report.p50_us = value.parse().map_err(|e| BenchError::new(bad(e)))?,
                 "p99_us" => report.p99_us = value.parse().map_err(|e| BenchError::new(bad(e)))?,
                 "max_us" => report.max_us = value.parse().map_err(|e| BenchError::new(bad(e)))?,
+                "cpu_us" => report.cpu_us = value.parse().map_err(|e| BenchError::new(bad(e)))?,
                 _ => continue,
             }
             seen += 1;
         }
-        if seen < 7 {
+        if seen < 8 {
             return Err(BenchError::new(format!("fields missing in {line:?}")));
         }
         Ok(report)
@@ -165,10 +170,31 @@ fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The CPU time (user + system, every thread) of this process so far, µs, if
+/// /proc/self/stat tells it (fields 14 and 15, in clock ticks of 1/100 s: the
+/// USER_HZ every Linux reports there).
+fn process_cpu_us() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_us_of_stat(&stat)
+}
+
+/// Reads utime + stime from the text of a /proc/PID/stat file, µs.
+fn cpu_us_of_stat(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces: count the
+    // fields after its closing parenthesis, where field 3 (the state) is the first.
+    let (_, after) = stat.rsplit_once(')')?;
+    let mut fields = after.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10_000)
+}
+
 /// What the handler records, shared by all its calls.
 #[derive(Default)]
 struct Observed {
     first_start: OnceLock<Instant>,
+    /// The process's CPU time at the first handler start, µs.
+    first_cpu_us: OnceLock<Option<u64>>,
     ready: OnceLock<()>,
     samples: Mutex<Vec<i64>>,
 }
@@ -223,6 +249,7 @@ async fn consume_jobs(options: &ConsumeOptions) -> Result<ConsumeReport> {
         let now = now_micros();
         let started = Instant::now();
         seen.first_start.get_or_init(|| started);
+        seen.first_cpu_us.get_or_init(process_cpu_us);
         if job.data == WARMUP {
             if seen.ready.set(()).is_ok() {
                 println!("READY");
@@ -268,7 +295,15 @@ async fn consume_jobs(options: &ConsumeOptions) -> Result<ConsumeReport> {
         .map(|s| s.clone())
         .unwrap_or_default();
     samples.sort_unstable();
+    let cpu_us = match (
+        observed.first_cpu_us.get().copied().flatten(),
+        process_cpu_us(),
+    ) {
+        (Some(first), Some(now)) => now.saturating_sub(first),
+        _ => 0,
+    };
     Ok(ConsumeReport {
+        cpu_us,
         succeeded,
         drain_us: u64::try_from(drain.as_micros()).unwrap_or(u64::MAX),
         rss_kb: peak_rss_kb().unwrap_or(0),
@@ -303,11 +338,24 @@ mod tests {
             p50_us: -5,
             p99_us: 60,
             max_us: 70,
+            cpu_us: 80,
         };
         assert_eq!(ConsumeReport::parse(&r.to_line()), Ok(r));
         assert!(ConsumeReport::parse("RESULT succeeded=1").is_err());
         assert!(ConsumeReport::parse("RESULT succeeded=x drain_us=1").is_err());
         assert!(ConsumeReport::parse("READY").is_err());
+    }
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        // pid (comm with a space and a parenthesis) state ppid … utime=250 stime=50 …
+        let stat = "42 (my (odd) cmd) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9";
+        assert_eq!(cpu_us_of_stat(stat), Some(3_000_000));
+        assert_eq!(cpu_us_of_stat("42 (cmd) S 1"), None);
+        assert!(
+            process_cpu_us().is_some(),
+            "this Linux process has a /proc/self/stat"
+        );
     }
 
     #[test]

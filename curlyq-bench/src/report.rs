@@ -157,12 +157,17 @@ impl Results {
         self.conditions(backend, row).iter().any(|c| c.noisy(cores))
     }
 
-    /// The median Redis CPU per job over the row's runs, µs.
-    fn redis_us_per_job(&self, backend: Backend, row: Row) -> Option<f64> {
+    /// The median over the row's runs of a CPU figure of its conditions, µs per job.
+    fn cpu_per_job(
+        &self,
+        backend: Backend,
+        row: Row,
+        of: fn(&Conditions) -> Option<f64>,
+    ) -> Option<f64> {
         let us: Vec<f64> = self
             .conditions(backend, row)
             .iter()
-            .filter_map(|c| c.redis_us_per_job)
+            .filter_map(of)
             .collect();
         median(&us)
     }
@@ -604,13 +609,18 @@ fn redis_cpu_table(results: &Results, ctx: &Context<'_>) -> Option<String> {
             .backends
             .iter()
             .map(|&b| {
-                let Some(us) = results.redis_us_per_job(b, row).filter(|us| *us > 0.0) else {
+                let redis = |c: &Conditions| c.redis_us_per_job;
+                let Some(us) = results.cpu_per_job(b, row, redis).filter(|us| *us > 0.0) else {
                     return String::new();
                 };
                 let limit = 1e6 / us;
                 let mut text = format!("{us:.1} µs · limit {}/s", thousands(limit));
                 if let Some(rate) = results.median_rate(b, row) {
                     let _ = write!(text, " · {:.2} of it", rate / limit);
+                }
+                let client = |c: &Conditions| c.client_us_per_job;
+                if let Some(client) = results.cpu_per_job(b, row, client) {
+                    let _ = write!(text, " · consumer {client:.1} µs");
                 }
                 text
             })
@@ -751,7 +761,9 @@ pub(crate) fn document(results: &Results, ctx: &Context<'_>) -> String {
              `INFO cpu`) over the timed part of each line, ÷ its jobs (median of the runs); the \
              rate one Redis core allows at that cost (1,000,000 ÷ µs per job); and the share \
              of that limit the line reached. Near 1, Redis's CPU is what bounds the line; far \
-             below, the client or the round trips do.\n\n",
+             below, the client or the round trips do. For the drains, the consumer process's \
+             own CPU time per job too (user + system over all its threads, from \
+             `/proc/self/stat`, first handler start to the last success).\n\n",
         );
         out.push_str(&cpu);
         out.push('\n');

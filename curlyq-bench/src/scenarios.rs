@@ -66,6 +66,9 @@ fn shown(c: &Conditions) -> String {
     if let Some(us) = c.redis_us_per_job {
         text.push_str(&format!(", Redis {us:.1} µs/job"));
     }
+    if let Some(us) = c.client_us_per_job {
+        text.push_str(&format!(", consumer {us:.1} µs/job"));
+    }
     text
 }
 
@@ -475,7 +478,8 @@ async fn drain(
         .await
         .context(|| format!("draining {jobs} jobs at concurrency {concurrency} with {backend}"))?;
     check_count(&report, jobs as u64)?;
-    let conditions = watch.stop(target, jobs);
+    let mut conditions = watch.stop(target, jobs);
+    conditions.client_us_per_job = (report.cpu_us > 0).then(|| report.cpu_us as f64 / jobs as f64);
     Ok(Drained {
         conditions,
         rate: jobs as f64 / (report.drain_us.max(1) as f64 / 1e6),
